@@ -1,0 +1,33 @@
+"""Hidden grading cases: what `solutions/<slug>/cases.py` declares.
+
+A case is a few declarative lines: how to build its inputs from a seed (on the trusted side), what
+to call (run in the learner's sandbox and in the trusted reference worker alike), how to compare,
+its points and, where speed matters, its bound on the learner's time relative to the reference's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# `call(module, **inputs)` returns plain data: a tensor or array, a number, a string, or lists and
+# dicts of those. It is shipped to the sandbox as source, so it must be a top-level function of
+# cases.py that uses only its arguments, builtins, and modules it imports inside its body.
+Call = Callable[..., Any]
+# `compare(actual, expected, inputs)` returns None when the learner's output is right, else a message.
+Compare = Callable[[Any, Any, dict], str | None]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    call: Call
+    inputs: Callable[[int], dict]  # seed -> keyword arguments for `call`
+    points: float = 1.0
+    seed: int = 0
+    rtol: float | None = None  # None: graders.checks.TOLERANCES for the output's dtype and device
+    atol: float | None = None
+    compare: Compare | None = None  # for exact, statistical or structural checks
+    speed_ratio: float | None = None  # the learner may take up to this times the reference's time
+    speed_points: float = 0.0
