@@ -1,1 +1,1 @@
-"""LLM Ladder's engine: curriculum, implementations, stubs, the pytest plugin and the `ladder` CLI."""
+"""LLM Ladder's engine: curriculum, implementations, stubs, pytest plugin, grading and CLI."""

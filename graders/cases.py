@@ -15,7 +15,7 @@ from typing import Any
 # dicts of those. It is shipped to the sandbox as source, so it must be a top-level function of
 # cases.py that uses only its arguments, builtins, and modules it imports inside its body.
 Call = Callable[..., Any]
-# `compare(actual, expected, inputs)` returns None when the learner's output is right, else a message.
+# `compare(actual, expected, inputs)` is None when the learner's output is right, else a message.
 Compare = Callable[[Any, Any, dict], str | None]
 
 

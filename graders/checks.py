@@ -37,7 +37,9 @@ def tolerance(dtype: Any, device: Any = "cpu") -> tuple[float, float]:
 
 def describe(**arrays: Any) -> str:
     """'q (2, 4, 8) float32, k (2, 6, 8) float32': the inputs of a call, for messages."""
-    return ", ".join(f"{k} {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" for k, v in arrays.items())
+    return ", ".join(
+        f"{k} {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" for k, v in arrays.items()
+    )
 
 
 def _is_tensor(x: Any) -> bool:
@@ -45,7 +47,13 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _kind(x: Any) -> str:
-    return "torch.Tensor" if _is_tensor(x) else "numpy.ndarray" if isinstance(x, np.ndarray) else type(x).__name__
+    return (
+        "torch.Tensor"
+        if _is_tensor(x)
+        else "numpy.ndarray"
+        if isinstance(x, np.ndarray)
+        else type(x).__name__
+    )
 
 
 def assert_close(
@@ -70,8 +78,10 @@ def assert_close(
     a, e = _numpy(actual), _numpy(expected)
     bad_finite = np.isfinite(e) & ~np.isfinite(a)
     if bad_finite.any():
-        fail(f"{what} returned {int(bad_finite.sum())} non-finite value(s) (inf or NaN) where "
-             f"finite values were expected, first at index {_index(bad_finite)}")
+        fail(
+            f"{what} returned {int(bad_finite.sum())} non-finite value(s) (inf or NaN) where "
+            f"finite values were expected, first at index {_index(bad_finite)}"
+        )
     close = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
     if not close.all():
         worst = np.unravel_index(np.argmax(np.where(close, 0, np.abs(a - e))), e.shape)

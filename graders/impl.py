@@ -1,4 +1,4 @@
-"""Load the implementation under test: the learner's, the reference, or the reference with a mistake.
+"""Load the implementation under test: the learner's, the reference, or a reference with a mistake.
 
 Every module is executed from its file under a private name (`ladder.<impl>.<slug>`), so that the
 learner's module, the reference and each mutant live side by side in one process.
@@ -24,7 +24,7 @@ class ImplementationError(Exception):
 
 
 def module_path(slug: str, impl: str = "exercises") -> Path:
-    """`impl` is "exercises" (the learner's), "solutions" (the reference) or a folder of `<slug>/`."""
+    """`impl`: "exercises" (the learner's), "solutions" (the reference) or a folder of `<slug>/`."""
     root = kit_root() / impl if impl in ("exercises", "solutions") else Path(impl)
     return root / slug / f"{slug}.py"
 
@@ -50,9 +50,7 @@ def _execute(path: Path, name: str, source: str | None = None) -> ModuleType:
         del sys.modules[name]
         frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == str(path)]
         where = f"{path}, line {frames[-1].lineno}" if frames else str(path)
-        raise ImplementationError(
-            f"importing {where} raised {type(err).__name__}: {err}"
-        ) from err
+        raise ImplementationError(f"importing {where} raised {type(err).__name__}: {err}") from err
     return module
 
 

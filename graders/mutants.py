@@ -15,7 +15,7 @@ class Mutant:
 
 
 def mutant(target: str, diagnosis: str) -> Callable[[Callable], Callable]:
-    """Mark a function in `solutions/<slug>/mutants.py` as a known mistake that replaces `target`."""
+    """Mark a function of `solutions/<slug>/mutants.py` as a known mistake replacing `target`."""
 
     def mark(fn: Callable) -> Callable:
         fn.__ladder_mutant__ = Mutant(fn.__name__, target, diagnosis, fn)

@@ -36,20 +36,30 @@ settings.load_profile("ladder")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ladder")
-    group.addoption("--impl", default="exercises",
-                    help="whose modules the specs test: exercises (default), solutions, or a folder")
-    group.addoption("--mutant", action="append", default=[], metavar="SLUG:NAME",
-                    help="test the reference of SLUG with the known mistake NAME (or 'stub')")
+    group.addoption(
+        "--impl",
+        default="exercises",
+        help="whose modules the specs test: exercises (default), solutions, or a folder",
+    )
+    group.addoption(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="SLUG:NAME",
+        help="test the reference of SLUG with the known mistake NAME (or 'stub')",
+    )
     group.addoption("--ladder-report", metavar="FILE", help="write each spec's outcome as JSON")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     mutants = config.getoption("mutant")
-    return f"ladder: impl={config.getoption('impl')}" + (f" mutant={','.join(mutants)}" if mutants else "")
+    return f"ladder: impl={config.getoption('impl')}" + (
+        f" mutant={','.join(mutants)}" if mutants else ""
+    )
 
 
 class Implementation:
-    """The module under test. A name it lacks fails the spec with the signature the README expects."""
+    """The module under test. A missing name fails the spec with the signature the README gives."""
 
     def __init__(self, module: ModuleType, slug: str) -> None:
         self._module, self._slug = module, slug
@@ -97,9 +107,16 @@ def _cuda_available() -> bool:
 
 @pytest.fixture(
     scope="module",
-    params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-        "not __import__('graders.pytest_plugin').pytest_plugin._cuda_available()",
-        reason="no CUDA device here"))],
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                "not __import__('graders.pytest_plugin').pytest_plugin._cuda_available()",
+                reason="no CUDA device here",
+            ),
+        ),
+    ],
 )
 def device(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -128,13 +145,18 @@ class _Recorder:
         if report.when == "call" or report.outcome != "passed":
             entry = self.results.setdefault(report.nodeid, {"nodeid": report.nodeid})
             if entry.get("outcome") in (None, "passed"):
-                entry["outcome"] = "error" if report.failed and report.when != "call" else report.outcome
+                entry["outcome"] = (
+                    "error" if report.failed and report.when != "call" else report.outcome
+                )
                 entry["message"] = _message(report)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self.results[report.nodeid] = {"nodeid": report.nodeid, "outcome": "error",
-                                           "message": _message(report)}
+            self.results[report.nodeid] = {
+                "nodeid": report.nodeid,
+                "outcome": "error",
+                "message": _message(report),
+            }
 
     def pytest_sessionfinish(self) -> None:
         Path(self.path).write_text(json.dumps(list(self.results.values()), indent=1))

@@ -81,19 +81,22 @@ def _signature_and_docstring(node: ast.FunctionDef | ast.ClassDef, lines: list[s
 
 
 def api_source(source: str, slug: str) -> str:
-    """The public API (the names in `__all__`) as Python: signatures and docstrings, in file order."""
+    """The public API (names in `__all__`) as Python: signatures and docstrings, in file order."""
     tree = ast.parse(source)
     names = next(
         (
             ast.literal_eval(n.value)
             for n in tree.body
-            if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+            if isinstance(n, ast.Assign)
+            and any(getattr(t, "id", "") == "__all__" for t in n.targets)
         ),
         None,
     )
     if names is None:
         raise StubError(f"{slug}: the reference must list its public API in __all__")
-    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name in names]
+    defs = [
+        n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name in names
+    ]
     missing = set(names) - {n.name for n in defs}
     if missing:
         raise StubError(f"{slug}: __all__ names {sorted(missing)} which the module does not define")
@@ -103,12 +106,14 @@ def api_source(source: str, slug: str) -> str:
 
 def render_readme(readme: str, api: str, slug: str) -> str:
     if not API_BLOCK.search(readme):
-        raise StubError(f"{slug}: README.md has no '<!-- BEGIN API -->' ... '<!-- END API -->' block")
+        raise StubError(
+            f"{slug}: README.md has no '<!-- BEGIN API -->' ... '<!-- END API -->' block"
+        )
     return API_BLOCK.sub(lambda m: f"{m[1]}```python\n{api}```\n{m[3]}", readme, count=1)
 
 
 def sync(check: bool = False) -> list[Path]:
-    """Regenerate every stub and README API block; return the files that were (or would be) changed."""
+    """Regenerate every stub and README API block; return the files changed (or stale)."""
     changed = []
     for solution in sorted((kit_root() / "solutions").glob("*/*.py")):
         slug = solution.parent.name
