@@ -71,11 +71,11 @@ class Implementation:
             expected = readme.api(self._slug).get(name)
             if expected is None:  # not part of the exercise's API (tools probe attributes too)
                 raise
-            pytest.fail(
-                f"{self._module.__file__} has no {name!r}; the exercise expects\n    {expected}\n"
-                f"(see the API section of exercises/{self._slug}/README.md)",
-                pytrace=False,
-            )
+        pytest.fail(  # outside the except block, so the report shows no chained traceback
+            f"{self._module.__file__} has no {name!r}; the exercise expects\n    {expected}\n"
+            f"(see the API section of exercises/{self._slug}/README.md)",
+            pytrace=False,
+        )
 
 
 def _load(config: pytest.Config, slug: str) -> Implementation:
