@@ -14,7 +14,8 @@ def _headline(message: str, width: int = 300) -> str:
     """The line of a failure report that says what went wrong."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     errors = [line[1:].strip() for line in lines if line.startswith("E ")]
-    text = " ".join(errors[:3]) if errors else (lines[0] if lines else "")
+    own = [line for line in lines[:3] if not line.startswith("(")]  # a report of the plugin's own
+    text = " ".join(errors[:3] if errors else own)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -1,0 +1,313 @@
+"""`ladder grade`: grade a class with the hidden cases, learner code in the sandbox.
+
+The trusted side builds every input from a seed, computes the reference's (and, for diagnosis, each
+mutant's) outputs in this process, and compares. A learner's module only ever runs in a sandboxed
+worker that receives plain data and returns plain data. Each finished (learner, exercise) pair is
+appended to `journal.jsonl` at once, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import queue
+import statistics
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graders import impl
+from graders.cases import Case
+from graders.checks import SpecFailure, assert_close, tolerance
+from graders.curriculum import kit_root
+from graders.results import CaseResult, LearnerResult
+from graders.worker import Limits, Request, Worker
+
+SPEED_ROUNDS = 5  # timing rounds per speed case: learner and reference interleaved, medians compared
+
+
+@dataclass(frozen=True)
+class Options:
+    exercises: tuple[str, ...]
+    device: str = "cpu"
+    jobs: int = 1
+    shard: tuple[int, int] = (1, 1)  # (K, N): grade the K-th of N deterministic parts of the class
+    limits: Limits = Limits()
+    speed_rounds: int = SPEED_ROUNDS
+
+
+def hidden_cases(slug: str) -> list[Case]:
+    path = kit_root() / "solutions" / slug / "cases.py"
+    return list(impl._execute(path, f"ladder.cases.{slug}").CASES) if path.is_file() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# The trusted side: inputs, expected outputs, comparison, diagnosis.
+
+
+def to_device(value: Any, device: str) -> Any:
+    """Move every tensor in a nest of dicts and lists to `device`."""
+    if hasattr(value, "to") and type(value).__module__.startswith("torch"):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+def compare(actual: Any, expected: Any, case: Case, device: str, where: str = "output") -> str | None:
+    """None when `actual` matches `expected` within the case's tolerances, else what differs."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or set(actual) != set(expected):
+            keys = sorted(actual) if isinstance(actual, dict) else type(actual).__name__
+            return f"{where}: expected a dict with keys {sorted(expected)}, got {keys}"
+        return next((m for k in expected if (m := compare(actual[k], expected[k], case, device,
+                                                          f"{where}[{k!r}]"))), None)
+    if isinstance(expected, list | tuple):
+        if not isinstance(actual, list | tuple) or len(actual) != len(expected):
+            return f"{where}: expected a sequence of {len(expected)} items, got {_short(actual)}"
+        return next((m for i, (a, e) in enumerate(zip(actual, expected, strict=True))
+                     if (m := compare(a, e, case, device, f"{where}[{i}]"))), None)
+    if hasattr(expected, "shape"):
+        rtol, atol = tolerance(expected.dtype, device)
+        try:
+            assert_close(actual, expected, what=where,
+                         rtol=rtol if case.rtol is None else case.rtol,
+                         atol=atol if case.atol is None else case.atol)
+        except SpecFailure as failure:
+            return str(failure)
+        return None
+    if isinstance(expected, float) and not isinstance(actual, bool) and isinstance(actual, int | float):
+        rtol, atol = case.rtol or 1e-9, case.atol or 1e-12
+        return None if abs(actual - expected) <= atol + rtol * abs(expected) else (
+            f"{where}: got {actual!r}, expected {expected!r}")
+    if type(actual) is not type(expected) or actual != expected:
+        return f"{where}: got {_short(actual)}, expected {_short(expected)}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+class Oracle:
+    """The reference's and each mutant's outputs for one exercise's cases, computed once."""
+
+    def __init__(self, slug: str, device: str) -> None:
+        self.slug, self.device = slug, device
+        self._cache: dict[tuple[str | None, str, int], Any] = {}
+        self._lock = threading.Lock()
+
+    def output(self, case: Case, seed: int, mutant: str | None = None) -> Any:
+        key = (mutant, case.name, seed)
+        with self._lock:
+            if key not in self._cache:
+                module = impl.load(self.slug, "solutions", mutant)
+                try:
+                    result = case.call(module, **to_device(case.inputs(seed), self.device))
+                    self._cache[key] = to_device(result, "cpu")
+                except Exception as err:  # a mutant may crash where the learner's code did too
+                    self._cache[key] = err
+            return self._cache[key]
+
+    def judge(self, case: Case, actual: Any, seed: int) -> str | None:
+        expected = self.output(case, seed)
+        if case.compare:
+            return case.compare(actual, expected, case.inputs(seed))
+        return compare(actual, expected, case, self.device)
+
+    def diagnose(self, case: Case, actual: Any) -> str:
+        """The known mistake whose output the learner's matches, if any."""
+        inputs = case.inputs(case.seed)
+        for name, m in impl.mutants(self.slug).items():
+            mutated = self.output(case, case.seed, name)
+            if isinstance(mutated, Exception):
+                continue
+            same = (case.compare(actual, mutated, inputs) if case.compare
+                    else compare(actual, mutated, case, self.device))
+            if same is None:
+                return f"matches {name}: {m.diagnosis}"
+        return ""
+
+
+def request(case: Case, inputs: dict) -> Request:
+    return Request(case=case.name, call_source=inspect.getsource(case.call),
+                   call_name=case.call.__name__, inputs=inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading one learner's module for one exercise.
+
+
+class ReferencePool:
+    """Trusted workers running the reference, reused across learners, for timing speed cases."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._free: dict[str, queue.SimpleQueue] = {}
+
+    @contextmanager
+    def borrow(self, slug: str) -> Iterator[Worker]:
+        free = self._free.setdefault(slug, queue.SimpleQueue())
+        try:
+            worker = free.get_nowait()
+        except queue.Empty:
+            worker = Worker(impl.module_path(slug, "solutions"), slug, sandboxed=False,
+                            device=self.options.device, limits=self.options.limits)
+        try:
+            yield worker
+        finally:
+            free.put(worker)
+
+    def close(self) -> None:
+        for free in self._free.values():
+            while not free.empty():
+                free.get_nowait().close()
+
+
+def grade_module(module: Path | None, slug: str, oracle: Oracle, pool: ReferencePool,
+                 options: Options) -> list[CaseResult]:
+    """Every hidden case of `slug` for one learner's module (None: the submission lacks it)."""
+    cases = hidden_cases(slug)
+    if module is None:
+        return [CaseResult(slug, c.name, 0.0, c.points, f"no {slug}.py in the submission",
+                           max_speed_points=c.speed_points) for c in cases]
+    results = []
+    with Worker(module, slug, sandboxed=True, device=options.device, limits=options.limits) as learner:
+        for case in cases:
+            results.append(_grade_case(case, learner, oracle, pool, options))
+    return results
+
+
+def _grade_case(case: Case, learner: Worker, oracle: Oracle, pool: ReferencePool,
+                options: Options) -> CaseResult:
+    result = CaseResult(oracle.slug, case.name, 0.0, case.points,
+                        max_speed_points=case.speed_points)
+    reply = learner.call(request(case, case.inputs(case.seed)), timeout=options.limits.wall_seconds)
+    if not reply.ok:
+        result.message = reply.error or "the call failed"
+        return result
+    try:
+        verdict = oracle.judge(case, reply.output, case.seed)
+    except Exception as err:  # an output so malformed that the comparison itself gave up
+        verdict = f"the output could not be compared: {type(err).__name__}: {err}"
+    if verdict:
+        result.message = verdict
+        result.diagnosis = oracle.diagnose(case, reply.output)
+        return result
+    result.points = case.points
+    if case.speed_ratio:
+        _grade_speed(case, result, learner, pool, options)
+    return result
+
+
+def _grade_speed(case: Case, result: CaseResult, learner: Worker, pool: ReferencePool,
+                 options: Options) -> None:
+    """Interleave learner and reference runs on fresh inputs (so caching earns nothing)."""
+    mine, theirs = [], []
+    with pool.borrow(result.exercise) as reference:
+        for r in range(options.speed_rounds):
+            inputs = case.inputs(case.seed + 1 + r)
+            reply = learner.call(request(case, inputs), timeout=options.limits.wall_seconds)
+            if not reply.ok:
+                result.message = f"speed run {r + 1}: {reply.error}"
+                return
+            mine.append(reply.seconds)
+            theirs.append(reference.call(request(case, inputs), timeout=600).seconds)
+    result.speed_ratio = statistics.median(mine) / max(statistics.median(theirs), 1e-9)
+    if result.speed_ratio <= case.speed_ratio:
+        result.speed_points = case.speed_points
+    else:
+        result.message = (f"{result.speed_ratio:.1f}x the reference's time; up to "
+                          f"{case.speed_ratio:g}x earns the speed points")
+
+
+# ---------------------------------------------------------------------------------------------
+# The class: discovery, sharding, the journal, parallel jobs, reports.
+
+
+class Journal:
+    """Append-only JSON lines; a torn last line (a killed run) is ignored, duplicates collapse."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def entries(self) -> dict[tuple[str, str], dict]:
+        found = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    found[(entry["learner"], entry["exercise"])] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return found
+
+    def append(self, entry: dict) -> None:
+        line = json.dumps(entry) + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def in_shard(learner: str, shard: tuple[int, int], everyone: list[str]) -> bool:
+    k, n = shard
+    return sorted(everyone).index(learner) % n == k - 1
+
+
+def grade_class(submissions: Path, out: Path, options: Options,
+                progress: Callable[[str], None] | None = None) -> list[LearnerResult]:
+    from graders.submissions import discover
+
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out / "journal.jsonl")
+    found = discover(submissions, out / ".work", list(options.exercises))
+    everyone = [s.learner for s in found]
+    mine = [s for s in found if in_shard(s.learner, options.shard, everyone)]
+    done = journal.entries()
+    for s in mine:
+        if (s.learner, "") not in done:
+            journal.append({"learner": s.learner, "exercise": "", "notes": s.notes, "cases": []})
+    jobs = [(s, slug) for s in mine for slug in options.exercises if (s.learner, slug) not in done]
+    oracles = {slug: Oracle(slug, options.device) for slug in options.exercises}
+    pool = ReferencePool(options)
+
+    def run(job: tuple) -> None:
+        submission, slug = job
+        cases = grade_module(submission.modules.get(slug), slug, oracles[slug], pool, options)
+        journal.append({"learner": submission.learner, "exercise": slug,
+                        "cases": [vars(c) for c in cases]})
+        if progress:
+            progress(f"{submission.learner}/{slug}")
+
+    try:
+        with ThreadPoolExecutor(max(1, options.jobs)) as executor:
+            list(executor.map(run, jobs))
+    finally:
+        pool.close()
+    return results_from_journal(journal, [s.learner for s in mine], list(options.exercises))
+
+
+def results_from_journal(journal: Journal, learners: list[str], exercises: list[str]) -> list[LearnerResult]:
+    entries = journal.entries()
+    results = []
+    for learner in sorted(learners):
+        result = LearnerResult(learner, notes=entries.get((learner, ""), {}).get("notes", []))
+        for slug in exercises:
+            result.cases += [CaseResult(**c) for c in entries.get((learner, slug), {}).get("cases", [])]
+        results.append(result)
+    return results
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
