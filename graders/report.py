@@ -34,6 +34,8 @@ from urllib.parse import quote
 from graders.results import CaseResult, LearnerResult
 
 TOP_LEVEL_FILES = ("gradebook.csv", "report.html", "learners.json")
+# names a learner folder must never take: ours, and those the grading run keeps in GRADES/
+RESERVED_NAMES = frozenset({*TOP_LEVEL_FILES, "journal.jsonl"})
 LEARNER_FILES = ("feedback.md", "feedback.json", "results.json")
 MAX_ROW = "(max points)"  # the `learner` cell of the gradebook's maximum row
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
@@ -63,7 +65,7 @@ def learner_dirname(learner: str) -> str:
         _PLAIN.fullmatch(learner)
         and not learner.endswith(".")
         and base not in _WINDOWS_RESERVED
-        and learner not in TOP_LEVEL_FILES
+        and learner not in RESERVED_NAMES
     ):
         return learner
     ascii_name = unicodedata.normalize("NFKD", learner).encode("ascii", "ignore").decode()
@@ -154,6 +156,14 @@ def _diagnosed(case: CaseResult) -> str:
     return mistake(case.diagnosis) if case.diagnosis and not passed(case) else ""
 
 
+def split_message(case: CaseResult) -> tuple[str, str]:
+    """(about correctness, about speed): a case with full correctness points lost only speed points,
+    so its message (`CaseResult.message` says why points were lost) is about speed."""
+    if passed(case) and case.max_speed_points and case.message:
+        return "", case.message
+    return case.message, ""
+
+
 def speed_text(case: CaseResult, bound: float | None = None) -> str:
     """Say "1.8× the reference's time; up to 4× allowed", or "not timed"."""
     ratio = _finite(case.speed_ratio)
@@ -230,11 +240,12 @@ def _case_data(c: CaseResult, bound: float | None) -> dict:
         "passed": passed(c),
         "points": _points(c.points),
         "max_points": _points(c.max_points),
-        "message": clean(c.message),
+        "message": clean(split_message(c)[0]),
         "mistake": clean(_diagnosed(c)),
     }
     if c.max_speed_points or c.speed_ratio is not None:
         data |= {
+            "speed_message": clean(split_message(c)[1] or speed_text(c, bound)),
             "speed_ratio": _finite(c.speed_ratio),
             "speed_bound": _finite(bound),
             "speed_points": _points(c.speed_points),
@@ -275,13 +286,14 @@ def _ratio_text(cases: list[CaseResult]) -> str:
 def _case_markdown(c: CaseResult, bound: float | None) -> list[str]:
     mark = "✅" if passed(c) else "❌"
     lines = [f"- {mark} **{md(c.case)}**: {num(c.points)} / {num(c.max_points)}"]
-    if c.message:
-        lines += _message_markdown(c.message)
+    message, speed_message = split_message(c)
+    if message:
+        lines += _message_markdown(message)
     if diagnosis := _diagnosed(c):
         lines.append(f"  - Your output matches a known mistake: {md(diagnosis)}")
     if c.max_speed_points or c.speed_ratio is not None:
         speed = f"{num(c.speed_points)} / {num(c.max_speed_points)}"
-        lines.append(f"  - Speed: {speed} ({md(speed_text(c, bound))})")
+        lines.append(f"  - Speed: {speed} ({md(speed_message or speed_text(c, bound))})")
     return lines
 
 
@@ -332,7 +344,8 @@ def gradescope_results(
 
 def _gradescope_tests(c: CaseResult, visibility: str, bound: float | None) -> list[dict]:
     name = f"{clean(c.exercise)}: {clean(c.case)}"
-    output = clean(c.message) or ("Correct." if passed(c) else "Incorrect.")
+    message, speed_message = (clean(m) for m in split_message(c))
+    output = message or ("Correct." if passed(c) else "Incorrect.")
     if diagnosis := _diagnosed(c):
         output += f"\nYour output matches a known mistake: {clean(diagnosis)}"
     common = {"output_format": "text", "name_format": "text", "visibility": visibility}
@@ -354,7 +367,7 @@ def _gradescope_tests(c: CaseResult, visibility: str, bound: float | None) -> li
                 "score": _points(c.speed_points),
                 "max_score": _points(c.max_speed_points),
                 "status": "passed" if full else "failed",
-                "output": f"Speed: {speed_text(c, bound)}.",
+                "output": speed_message or f"Speed: {speed_text(c, bound)}.",
                 "tags": [clean(c.exercise), "speed"],
             }
         )

@@ -27,6 +27,7 @@ HOSTILE = [
 ]
 NAMES = ["alice", "bob", *HOSTILE]
 MISTAKE = "softmax taken over the query axis"
+SLOW = "too slow: up to 4x earns the speed points"  # a right answer lost its speed points
 
 
 def _cases(i: int) -> list[CaseResult]:
@@ -41,7 +42,9 @@ def _cases(i: int) -> list[CaseResult]:
             "output differs at [0, 3]: expected 0.12, got 0.31" if i % 2 else "",
             f"matches mutant softmax_queries: {MISTAKE}" if i % 2 else "",
         ),
-        CaseResult("attention", "long", 1.5, 1.5, "", "", 0.8 + i, 1.0 if i < 3 else 0.0, 1.0),
+        CaseResult(
+            "attention", "long", 1.5, 1.5, SLOW if i >= 3 else "", "", 0.8 + i, float(i < 3), 1.0
+        ),
     ]
     if i % 2 == 0:
         cases.append(CaseResult("bpe", "roundtrip", 1 / 3, 1.0, "line one\n```\nline <b>three</b>"))
@@ -70,13 +73,13 @@ def grades(tmp_path: Path) -> Path:
 
 
 def test_dirnames_are_safe_unique_and_stable():
-    names = [*NAMES, "alice.", "ALICE", "con.txt", "gradebook.csv", "", "x" * 300]
+    names = [*NAMES, "alice.", "ALICE", "con.txt", "gradebook.csv", "journal.jsonl", "", "x" * 300]
     dirs = [report.learner_dirname(n) for n in names]
     assert len(set(dirs)) == len(names)
     assert len({d.casefold() for d in dirs}) == len(names)  # case-insensitive file systems
     for d in dirs:
         assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}", d), d
-        assert d not in report.TOP_LEVEL_FILES and not d.endswith(".")
+        assert d not in report.RESERVED_NAMES and not d.endswith(".")
     assert report.learner_dirname("alice") == "alice"
     assert dirs == [report.learner_dirname(n) for n in names]
 
@@ -144,6 +147,7 @@ def test_feedback_markdown_teaches_and_escapes(grades: Path):
     link = _feedback(grades, HOSTILE[4], "md")
     assert r"\[click\](http://evil.example) \*bold\* \`code\` \| pipe" in link
     control = _feedback(grades, HOSTILE[5], "md")
+    assert f"Speed: 0 / 1 ({SLOW})" in control and SLOW not in control.split("Speed:")[0]
     assert "\x00" not in control and "\u202e" not in control and "# Feedback for a/b" in control
 
 
@@ -253,6 +257,10 @@ def test_gradescope_results_follow_the_spec_and_add_up(grades: Path):
         causal = next(t for t in tests if t["name"] == "attention: causal")
         assert (MISTAKE in causal["output"]) == bool(i % 2)
         assert causal["status"] == ("failed" if i % 2 else "passed")
+        long = next(t for t in tests if t["name"] == "attention: long")
+        assert long["output"] == "Correct." and long["status"] == "passed"
+        assert (speed[0]["output"] == SLOW) == (i >= 3)
+        assert speed[0]["status"] == ("failed" if i >= 3 else "passed")
 
 
 def test_gradescope_options(tmp_path: Path):
