@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from graders import readme, runner, stubs
 from graders.curriculum import Exercise, UnknownExercise, all_exercises, exercise, stages
@@ -37,6 +40,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     ex = exercise(args.slug)
+    if args.hidden:
+        return _check_hidden(ex, args.impl)
     specs = runner.run_specs([ex.slug], impl=args.impl)[ex.slug]
     hints = readme.hints(ex.slug)
     ran = [s for s in specs if s.outcome != "skipped"]
@@ -117,6 +122,141 @@ def cmd_stubs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_hidden(ex: Exercise, impl_root: str) -> int:
+    from graders import grade, impl
+
+    if not grade.hidden_cases(ex.slug):
+        print(
+            f"{ex.slug} has no hidden cases here (the learners' kit ships without them; "
+            "your instructor grades with them)"
+        )
+        return 2
+    options = grade.Options(exercises=(ex.slug,))
+    pool = grade.ReferencePool(options)
+    try:
+        cases = grade.grade_module(
+            impl.module_path(ex.slug, impl_root),
+            ex.slug,
+            grade.Oracle(ex.slug, options.device),
+            pool,
+            options,
+        )
+    finally:
+        pool.close()
+    score, top = sum(c.score for c in cases), sum(c.max_score for c in cases)
+    print(f"{ex.slug}: {score:g} of {top:g} points on the hidden cases")
+    for c in cases:
+        mark = "✓" if c.score == c.max_score else "✗"
+        speed = f", speed {c.speed_ratio:.2f}x the reference" if c.speed_ratio is not None else ""
+        print(f"  {mark} {c.case}: {c.score:g}/{c.max_score:g}{speed}")
+        for line in filter(None, [c.message, c.diagnosis and f"diagnosis: {c.diagnosis}"]):
+            print(f"      {_headline(line)}")
+    return 0 if score == top else 1
+
+
+def _gradable(requested: list[str] | None) -> tuple[str, ...]:
+    from graders.grade import hidden_cases
+
+    slugs = requested or [ex.slug for ex in all_exercises()]
+    for slug in slugs:
+        exercise(slug)  # an unknown name fails here, naming the known ones
+    return tuple(slug for slug in slugs if hidden_cases(slug))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise argparse.ArgumentTypeError(f"--shard takes K/N with 1 <= K <= N, not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from graders import demo, grade
+
+    exercises = _gradable(args.exercise)
+    if args.demo:
+        submissions = demo.build(
+            Path(tempfile.mkdtemp(prefix="ladder-demo-")) / "class", list(exercises)
+        )
+        print(f"demo class: {', '.join(sorted(p.name for p in submissions.iterdir()))}")
+    elif args.submissions is None:
+        print("ladder grade: name the folder of submissions, or use --demo", file=sys.stderr)
+        return 2
+    else:
+        submissions = Path(args.submissions)
+        if not submissions.is_dir():
+            print(f"ladder grade: {submissions} is not a folder of submissions", file=sys.stderr)
+            return 2
+    options = grade.Options(
+        exercises=exercises, device=args.device, jobs=args.jobs, shard=args.shard
+    )
+    results = grade.grade_class(submissions, Path(args.out), options, progress=_progress_printer())
+    if not results:
+        print(f"ladder grade: no submissions found in {submissions}", file=sys.stderr)
+        return 1
+    _write_reports(results, list(exercises), Path(args.out))
+    return 0
+
+
+def _write_reports(results: list, exercises: list[str], out: Path) -> None:
+    from graders import grade, report
+
+    bounds = {
+        (slug, c.name): c.speed_ratio
+        for slug in exercises
+        for c in grade.hidden_cases(slug)
+        if c.speed_ratio
+    }
+    report.write_all(results, exercises, out, speed_bounds=bounds)
+    for r in results:
+        score, top = r.total
+        print(f"  {r.learner:<24} {score:6.1f} / {top:g}")
+    print(f"gradebook: {out / 'gradebook.csv'}\nclass report: {out / 'report.html'}")
+
+
+def _progress_printer() -> Callable[[str], None]:
+    count = 0
+
+    def show(job: str) -> None:
+        nonlocal count
+        count += 1
+        print(f"  graded {count}: {job}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from graders import grade
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    merged = grade.Journal(out / "journal.jsonl")
+    for part in map(Path, args.parts):
+        journal = grade.Journal(part / "journal.jsonl")
+        if not journal.path.is_file():
+            print(
+                f"ladder merge: {part} holds no journal.jsonl from `ladder grade`", file=sys.stderr
+            )
+            return 2
+        for entry in journal.entries().values():
+            merged.append(entry)
+    entries = merged.entries()
+    learners = sorted({learner for learner, _ in entries})
+    exercises = [ex.slug for ex in all_exercises() if any(e == ex.slug for _, e in entries)]
+    _write_reports(grade.results_from_journal(merged, learners, exercises), exercises, out)
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from graders.release import release
+
+    files = release(Path(args.out))
+    print(
+        f"wrote the learners' kit: {len(files)} files in {args.out} (no solutions, no hidden cases)"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ladder", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -130,12 +270,36 @@ def parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "run one exercise's specs and summarise them with hints")
     p.add_argument("slug")
     p.add_argument("--impl", default="exercises", help="exercises (yours), solutions, or a folder")
+    p.add_argument(
+        "--hidden", action="store_true", help="grade with the hidden cases, speed included"
+    )
     p = add("progress", cmd_progress, "every exercise and checkpoint, passed or not")
     p.add_argument("--impl", default="exercises", help="exercises (yours), solutions, or a folder")
     p = add(
         "stubs", cmd_stubs, "regenerate exercises/*/<slug>.py and README API blocks from solutions/"
     )
     p.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+    p = add("grade", cmd_grade, "grade a class of submissions with the hidden cases")
+    p.add_argument(
+        "submissions", nargs="?", help="a folder: one folder, .zip or .tar.gz per learner"
+    )
+    p.add_argument("--out", required=True, help="where grades, feedback and reports go")
+    p.add_argument("--exercise", action="append", metavar="SLUG", help="grade only these")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="grade this many learners at once")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=(1, 1),
+        metavar="K/N",
+        help="grade the K-th of N deterministic parts of the class",
+    )
+    p.add_argument("--demo", action="store_true", help="grade a demo class built from the kit")
+    p = add("merge", cmd_merge, "join the grades of several shards into one gradebook")
+    p.add_argument("parts", nargs="+", help="the --out folders of the shards")
+    p.add_argument("--out", required=True)
+    p = add("release", cmd_release, "write the learners' kit: no solutions, no hidden cases")
+    p.add_argument("out")
     return top
 
 
@@ -146,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownExercise as err:
         print(f"ladder: {err}", file=sys.stderr)
         return 2
-    except (stubs.StubError, OSError) as err:
+    except (stubs.StubError, OSError, RuntimeError) as err:
         print(f"ladder: {err}", file=sys.stderr)
         return 2
 

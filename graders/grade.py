@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from graders.curriculum import kit_root
 from graders.results import CaseResult, LearnerResult
 from graders.worker import Limits, Request, Worker
 
-SPEED_ROUNDS = 5  # timing rounds per speed case: learner and reference interleaved, medians compared
+SPEED_ROUNDS = (
+    5  # timing rounds per speed case: learner and reference interleaved, medians compared
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Options:
     device: str = "cpu"
     jobs: int = 1
     shard: tuple[int, int] = (1, 1)  # (K, N): grade the K-th of N deterministic parts of the class
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     speed_rounds: int = SPEED_ROUNDS
 
 
@@ -62,32 +64,57 @@ def to_device(value: Any, device: str) -> Any:
     return value
 
 
-def compare(actual: Any, expected: Any, case: Case, device: str, where: str = "output") -> str | None:
+def compare(
+    actual: Any, expected: Any, case: Case, device: str, where: str = "output"
+) -> str | None:
     """None when `actual` matches `expected` within the case's tolerances, else what differs."""
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or set(actual) != set(expected):
             keys = sorted(actual) if isinstance(actual, dict) else type(actual).__name__
             return f"{where}: expected a dict with keys {sorted(expected)}, got {keys}"
-        return next((m for k in expected if (m := compare(actual[k], expected[k], case, device,
-                                                          f"{where}[{k!r}]"))), None)
+        return next(
+            (
+                m
+                for k in expected
+                if (m := compare(actual[k], expected[k], case, device, f"{where}[{k!r}]"))
+            ),
+            None,
+        )
     if isinstance(expected, list | tuple):
         if not isinstance(actual, list | tuple) or len(actual) != len(expected):
             return f"{where}: expected a sequence of {len(expected)} items, got {_short(actual)}"
-        return next((m for i, (a, e) in enumerate(zip(actual, expected, strict=True))
-                     if (m := compare(a, e, case, device, f"{where}[{i}]"))), None)
+        return next(
+            (
+                m
+                for i, (a, e) in enumerate(zip(actual, expected, strict=True))
+                if (m := compare(a, e, case, device, f"{where}[{i}]"))
+            ),
+            None,
+        )
     if hasattr(expected, "shape"):
         rtol, atol = tolerance(expected.dtype, device)
         try:
-            assert_close(actual, expected, what=where,
-                         rtol=rtol if case.rtol is None else case.rtol,
-                         atol=atol if case.atol is None else case.atol)
+            assert_close(
+                actual,
+                expected,
+                what=where,
+                rtol=rtol if case.rtol is None else case.rtol,
+                atol=atol if case.atol is None else case.atol,
+            )
         except SpecFailure as failure:
             return str(failure)
         return None
-    if isinstance(expected, float) and not isinstance(actual, bool) and isinstance(actual, int | float):
+    if (
+        isinstance(expected, float)
+        and not isinstance(actual, bool)
+        and isinstance(actual, int | float)
+    ):
         rtol, atol = case.rtol or 1e-9, case.atol or 1e-12
-        return None if abs(actual - expected) <= atol + rtol * abs(expected) else (
-            f"{where}: got {actual!r}, expected {expected!r}")
+        return (
+            None
+            if abs(actual - expected) <= atol + rtol * abs(expected)
+            else (f"{where}: got {actual!r}, expected {expected!r}")
+        )
     if type(actual) is not type(expected) or actual != expected:
         return f"{where}: got {_short(actual)}, expected {_short(expected)}"
     return None
@@ -131,16 +158,23 @@ class Oracle:
             mutated = self.output(case, case.seed, name)
             if isinstance(mutated, Exception):
                 continue
-            same = (case.compare(actual, mutated, inputs) if case.compare
-                    else compare(actual, mutated, case, self.device))
+            same = (
+                case.compare(actual, mutated, inputs)
+                if case.compare
+                else compare(actual, mutated, case, self.device)
+            )
             if same is None:
                 return f"matches {name}: {m.diagnosis}"
         return ""
 
 
 def request(case: Case, inputs: dict) -> Request:
-    return Request(case=case.name, call_source=inspect.getsource(case.call),
-                   call_name=case.call.__name__, inputs=inputs)
+    return Request(
+        case=case.name,
+        call_source=inspect.getsource(case.call),
+        call_name=case.call.__name__,
+        inputs=inputs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,8 +194,13 @@ class ReferencePool:
         try:
             worker = free.get_nowait()
         except queue.Empty:
-            worker = Worker(impl.module_path(slug, "solutions"), slug, sandboxed=False,
-                            device=self.options.device, limits=self.options.limits)
+            worker = Worker(
+                impl.module_path(slug, "solutions"),
+                slug,
+                sandboxed=False,
+                device=self.options.device,
+                limits=self.options.limits,
+            )
         try:
             yield worker
         finally:
@@ -173,24 +212,38 @@ class ReferencePool:
                 free.get_nowait().close()
 
 
-def grade_module(module: Path | None, slug: str, oracle: Oracle, pool: ReferencePool,
-                 options: Options) -> list[CaseResult]:
+def grade_module(
+    module: Path | None, slug: str, oracle: Oracle, pool: ReferencePool, options: Options
+) -> list[CaseResult]:
     """Every hidden case of `slug` for one learner's module (None: the submission lacks it)."""
     cases = hidden_cases(slug)
     if module is None:
-        return [CaseResult(slug, c.name, 0.0, c.points, f"no {slug}.py in the submission",
-                           max_speed_points=c.speed_points) for c in cases]
+        return [
+            CaseResult(
+                slug,
+                c.name,
+                0.0,
+                c.points,
+                f"no {slug}.py in the submission",
+                max_speed_points=c.speed_points,
+            )
+            for c in cases
+        ]
     results = []
-    with Worker(module, slug, sandboxed=True, device=options.device, limits=options.limits) as learner:
+    with Worker(
+        module, slug, sandboxed=True, device=options.device, limits=options.limits
+    ) as learner:
         for case in cases:
             results.append(_grade_case(case, learner, oracle, pool, options))
     return results
 
 
-def _grade_case(case: Case, learner: Worker, oracle: Oracle, pool: ReferencePool,
-                options: Options) -> CaseResult:
-    result = CaseResult(oracle.slug, case.name, 0.0, case.points,
-                        max_speed_points=case.speed_points)
+def _grade_case(
+    case: Case, learner: Worker, oracle: Oracle, pool: ReferencePool, options: Options
+) -> CaseResult:
+    result = CaseResult(
+        oracle.slug, case.name, 0.0, case.points, max_speed_points=case.speed_points
+    )
     reply = learner.call(request(case, case.inputs(case.seed)), timeout=options.limits.wall_seconds)
     if not reply.ok:
         result.message = reply.error or "the call failed"
@@ -209,8 +262,9 @@ def _grade_case(case: Case, learner: Worker, oracle: Oracle, pool: ReferencePool
     return result
 
 
-def _grade_speed(case: Case, result: CaseResult, learner: Worker, pool: ReferencePool,
-                 options: Options) -> None:
+def _grade_speed(
+    case: Case, result: CaseResult, learner: Worker, pool: ReferencePool, options: Options
+) -> None:
     """Interleave learner and reference runs on fresh inputs (so caching earns nothing)."""
     mine, theirs = [], []
     with pool.borrow(result.exercise) as reference:
@@ -226,8 +280,10 @@ def _grade_speed(case: Case, result: CaseResult, learner: Worker, pool: Referenc
     if result.speed_ratio <= case.speed_ratio:
         result.speed_points = case.speed_points
     else:
-        result.message = (f"{result.speed_ratio:.1f}x the reference's time; up to "
-                          f"{case.speed_ratio:g}x earns the speed points")
+        result.message = (
+            f"{result.speed_ratio:.1f}x the reference's time; up to "
+            f"{case.speed_ratio:g}x earns the speed points"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,8 +321,9 @@ def in_shard(learner: str, shard: tuple[int, int], everyone: list[str]) -> bool:
     return sorted(everyone).index(learner) % n == k - 1
 
 
-def grade_class(submissions: Path, out: Path, options: Options,
-                progress: Callable[[str], None] | None = None) -> list[LearnerResult]:
+def grade_class(
+    submissions: Path, out: Path, options: Options, progress: Callable[[str], None] | None = None
+) -> list[LearnerResult]:
     from graders.submissions import discover
 
     out.mkdir(parents=True, exist_ok=True)
@@ -285,8 +342,9 @@ def grade_class(submissions: Path, out: Path, options: Options,
     def run(job: tuple) -> None:
         submission, slug = job
         cases = grade_module(submission.modules.get(slug), slug, oracles[slug], pool, options)
-        journal.append({"learner": submission.learner, "exercise": slug,
-                        "cases": [vars(c) for c in cases]})
+        journal.append(
+            {"learner": submission.learner, "exercise": slug, "cases": [vars(c) for c in cases]}
+        )
         if progress:
             progress(f"{submission.learner}/{slug}")
 
@@ -298,13 +356,17 @@ def grade_class(submissions: Path, out: Path, options: Options,
     return results_from_journal(journal, [s.learner for s in mine], list(options.exercises))
 
 
-def results_from_journal(journal: Journal, learners: list[str], exercises: list[str]) -> list[LearnerResult]:
+def results_from_journal(
+    journal: Journal, learners: list[str], exercises: list[str]
+) -> list[LearnerResult]:
     entries = journal.entries()
     results = []
     for learner in sorted(learners):
         result = LearnerResult(learner, notes=entries.get((learner, ""), {}).get("notes", []))
         for slug in exercises:
-            result.cases += [CaseResult(**c) for c in entries.get((learner, slug), {}).get("cases", [])]
+            result.cases += [
+                CaseResult(**c) for c in entries.get((learner, slug), {}).get("cases", [])
+            ]
         results.append(result)
     return results
 
