@@ -1,0 +1,597 @@
+"""A long-lived worker process that runs one module's code and answers with plain data only.
+
+The trusted parent (`Worker`) starts `python -P -m graders.worker CONFIG` (inside bubblewrap for
+a learner's submission), and they talk through two private pipes and a work folder:
+
+    worker -> parent   ready | import-error                   (the module was imported, or not)
+    parent -> worker   load N        worker: reads req-N.json/.npz, moves inputs to the device
+    worker -> parent   loaded N | failed N                    (failed: err-N.txt says why)
+    parent -> worker   go N          worker: out = call(module, **inputs), syncs CUDA, dumps out-N
+    worker -> parent   done N ok|error CPU_SECONDS [restart]  (error: err-N.txt says why)
+
+The parent times `go N` -> `done N` itself, so a submission that patches its clocks cannot look
+faster; loading the inputs is not timed. stdout and stderr are pipes the parent drains and caps.
+When the process dies, hangs or floods, the parent kills it (its process group, bubblewrap's pid
+namespace, every process of its private uid) and the reply says what happened in plain words; the
+next call starts a fresh worker. Everything the worker writes is read back with `plain.load`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graders import plain
+from graders.sandbox import Limits, Plan, confine, describe_death, kill_worker, launch_plan
+
+__all__ = ["Limits", "Reply", "Request", "Worker"]
+
+ERROR_BYTES = 16_384  # the most of an error text the parent reads
+LOG_BYTES = 4_096  # the tail of stdout + stderr kept for a reply
+MAX_ENTRIES = 10_000  # files and folders the worker may make in its work folder
+DISK_CHECK_SECONDS = 0.5
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call: `call_name`, defined by `call_source`, is called as `call(module, **inputs)`."""
+
+    case: str
+    call_source: str
+    call_name: str
+    inputs: dict
+
+    @classmethod
+    def of(cls, case: str, call: Callable[..., Any], inputs: dict) -> Request:
+        """A request for a top-level function (as `Case.call`), shipped as its source."""
+        return cls(case, textwrap.dedent(inspect.getsource(call)), call.__name__, inputs)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What came back: the output (plain data) or an error in plain words; never both."""
+
+    ok: bool
+    output: Any | None
+    error: str | None
+    seconds: float  # wall time of the call, measured by the parent (0 when it never ran)
+    log: str = ""  # the tail of what the call printed (stdout and stderr)
+
+
+class _Died(Exception):
+    """The worker process is gone (or was killed); the message says why."""
+
+
+# ------------------------------------------------------------------------------ parent side
+
+
+class Worker:
+    """A worker for one module file; restarts itself after a crash. Use as a context manager.
+
+    `sandboxed=True` for a learner's submission (bubblewrap, or plain process isolation with a
+    warning); False for the reference and the mutants, which get the same protocol without
+    limits. `mutant` (trusted only) loads the reference of `slug` with that mistake applied.
+    `hide` lists extra paths (grade folders) that must not be visible even if they lie under a
+    folder the sandbox needs.
+    """
+
+    def __init__(
+        self,
+        module_file: Path,
+        slug: str,
+        *,
+        sandboxed: bool,
+        device: str = "cpu",
+        limits: Limits = DEFAULT_LIMITS,
+        mutant: str | None = None,
+        hide: Sequence[Path] = (),
+        workroot: Path | None = None,
+    ) -> None:
+        if mutant is not None and sandboxed:
+            raise ValueError("mutants are trusted code: use sandboxed=False")
+        self.module_file, self.slug = Path(module_file).resolve(), slug
+        self.sandboxed, self.device, self.limits = sandboxed, device, limits
+        self.mutant, self.hide, self.workroot = mutant, tuple(hide), workroot
+        self.starts = 0  # how many worker processes were started (restarts included)
+        self._proc: _Process | None = None
+        self._broken: str | None = None  # the module cannot be imported: every reply says so
+        self._numbers = itertools.count(1)
+        self._start()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def call(self, request: Request, timeout: float | None = None) -> Reply:
+        """Run one request; never raises for anything the module does."""
+        timeout = self.limits.wall_seconds if timeout is None else timeout
+        if self._broken is None and self._proc is None:
+            self._start()
+        if self._broken is None and not self._proc.ready:
+            self._await_ready()
+        if self._broken is not None:
+            return Reply(False, None, self._broken, 0.0)
+        try:
+            return self._run(self._proc, request, timeout)
+        except _Died as died:
+            log = self._proc.take_log()
+            seconds = self._proc.elapsed()
+            self._stop()
+            return Reply(False, None, str(died), seconds, log)
+
+    def close(self) -> None:
+        """Kill the worker and everything it started, and remove its work folder."""
+        self._stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.proc.poll() is None
+
+    # -- one process -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix=f"ladder-{self.slug}-", dir=self.workroot))
+        (workdir / "tmp").mkdir()
+        module = self.module_file
+        if self.sandboxed:  # the worker sees a copy, never the learner's folder
+            (workdir / "submission").mkdir()
+            module = workdir / "submission" / f"{self.slug}.py"
+            shutil.copyfile(self.module_file, module)
+            module.chmod(0o644)
+        plan = launch_plan(workdir, sandboxed=self.sandboxed, device=self.device, hide=self.hide)
+        inner = Path(plan.inner_dir)
+        config = {
+            "dir": str(inner),
+            "module": str(inner / "submission" / module.name) if self.sandboxed else str(module),
+            "slug": self.slug,
+            "device": self.device,
+            "mutant": self.mutant,
+            "limits": self.limits.to_json() if self.sandboxed else None,
+            "uid": plan.uid,
+            "nproc": plan.nproc,
+        }
+        self._proc = _Process(workdir, plan, config, self.limits)
+        self.starts += 1
+
+    def _await_ready(self) -> None:
+        proc, what = self._proc, f"importing {self.slug}.py"
+        try:
+            line = proc.wait_line(time.monotonic() + self.limits.start_seconds, self.limits)
+        except _Died as died:
+            self._broken = f"{what}: {died}"
+        else:
+            if line == "ready":
+                proc.ready = True
+                return
+            if line == "import-error":
+                self._broken = proc.read_text("import-error.txt") or f"{what} failed"
+            else:
+                self._broken = f"{what}: the worker broke its protocol ({line[:40]!r})"
+        self._broken = _with_log(self._broken, proc.take_log())
+        self._stop()
+
+    def _run(self, proc: _Process, request: Request, timeout: float) -> Reply:
+        n = next(self._numbers)
+        proc.write_request(n, request)
+        proc.send(f"load {n}")
+        line = proc.wait_line(time.monotonic() + timeout, self.limits, timeout)
+        if line == f"failed {n}":
+            return Reply(False, None, proc.read_text(f"err-{n}.txt"), 0.0, proc.take_log())
+        proc.expect(line, f"loaded {n}")
+        proc.remove_files(n, "out")
+        proc.start_clock()
+        proc.send(f"go {n}")
+        line = proc.wait_line(proc.started + timeout, self.limits, timeout)
+        seconds = proc.elapsed()
+        match = re.fullmatch(rf"done {n} (ok|error) (\d+(?:\.\d+)?)( restart)?", line)
+        proc.expect(line, f"done {n} ...", match is not None)
+        reply = self._collect(proc, n, match.group(1) == "ok", seconds)
+        proc.remove_files(n, "req", "out")
+        proc.next_disk_check = 0.0
+        proc.check(self.limits)
+        if match.group(3) or float(match.group(2)) > self.limits.cpu_seconds / 2:
+            self._stop()  # a memory error, or the CPU budget half spent: start afresh next time
+        return reply
+
+    def _collect(self, proc: _Process, n: int, ok: bool, seconds: float) -> Reply:
+        log = proc.take_log()
+        if not ok:
+            return Reply(False, None, proc.read_text(f"err-{n}.txt"), seconds, log)
+        try:
+            output = plain.load(proc.workdir, f"out-{n}", max_bytes=self.limits.file_bytes)
+        except plain.PlainDataError as err:
+            return Reply(False, None, f"the output is not plain data: {err}", seconds, log)
+        return Reply(True, output, None, seconds, log)
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+
+
+class _Process:
+    """One worker process: its pipes, its captured output, its work folder."""
+
+    def __init__(self, workdir: Path, plan: Plan, config: dict, limits: Limits) -> None:
+        self.workdir, self.plan, self.limits, self.ready = workdir, plan, limits, False
+        self.started = time.perf_counter()
+        cmd_r, self.cmd_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+        config = {**config, "cmd_fd": cmd_r, "reply_fd": rep_w}
+        argv = [sys.executable, "-P", "-m", "graders.worker", json.dumps(config)]
+        try:
+            self.proc = subprocess.Popen(
+                [*plan.prefix, *argv],
+                env=self.plan.env,
+                cwd=self.plan.cwd,
+                user=self.plan.user,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(cmd_r, rep_w),
+                start_new_session=True,
+            )
+        finally:
+            os.close(cmd_r)
+            os.close(rep_w)
+        self.streams = {self.proc.stdout.fileno(), self.proc.stderr.fileno()}
+        self.buffer, self.log, self.printed = b"", bytearray(), 0
+        self.reply_open, self.next_disk_check = True, 0.0
+
+    # -- talking -----------------------------------------------------------------------------
+
+    def send(self, line: str) -> None:
+        # A worker that died or closed its end raises OSError here; wait_line will say how.
+        with contextlib.suppress(OSError):
+            os.write(self.cmd_w, f"{line}\n".encode())
+
+    def wait_line(self, deadline: float, limits: Limits, limit: float | None = None) -> str:
+        """The next reply line, meanwhile draining output and watching the clock and the disk."""
+        poller = select.poll()
+        for fd in self._watched():
+            poller.register(fd, select.POLLIN)
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._fail(f"timed out after {limit or limits.start_seconds:g} s")
+            for fd, _ in poller.poll(min(remaining, 0.25) * 1000):
+                if not self._read(fd):
+                    poller.unregister(fd)
+            self.check(limits)
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode("ascii", errors="replace")
+
+    def expect(self, line: str, wanted: str, ok: bool | None = None) -> None:
+        if not (line == wanted if ok is None else ok):
+            got = line[:40]
+            raise self._fail(f"the worker broke its protocol: expected {wanted!r}, got {got!r}")
+
+    def _watched(self) -> list[int]:
+        return ([self.rep_r] if self.reply_open else []) + sorted(self.streams)
+
+    def _read(self, fd: int) -> bool:
+        """Read what is there; False at end of file."""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if fd == self.rep_r:
+            self.reply_open = bool(data)
+            self.buffer += data
+            if len(self.buffer) > 4096:
+                raise self._fail("the worker broke its protocol: a reply line too long")
+        elif data:
+            self.printed += len(data)
+            self.log = (self.log + data)[-LOG_BYTES:]
+            if self.printed > self.limits.output_bytes:
+                raise self._fail(f"wrote more than {_size(self.limits.output_bytes)} of output")
+        else:
+            self.streams.discard(fd)
+        return bool(data)
+
+    def check(self, limits: Limits) -> None:
+        """Fail when the process has died, or its work folder grew too big."""
+        code = self.proc.poll()
+        if code is not None:
+            self._drain()
+            raise self._fail(describe_death(code, self.plan.bwrap, limits), kill=False)
+        now = time.monotonic()
+        if now >= self.next_disk_check:
+            self.next_disk_check = now + DISK_CHECK_SECONDS
+            used, entries = disk_usage(self.workdir, MAX_ENTRIES)
+            if entries > MAX_ENTRIES:
+                raise self._fail(f"created more than {MAX_ENTRIES} files in its work folder")
+            if used > limits.disk_bytes:
+                raise self._fail(f"wrote more than {_size(limits.disk_bytes)} to its work folder")
+
+    def _drain(self) -> None:
+        """Collect the last output and reply bytes of a process that has ended."""
+        for fd in self._watched():
+            with contextlib.suppress(OSError, _Died):
+                while self._read(fd):
+                    pass
+
+    def _fail(self, reason: str, kill: bool = True) -> _Died:
+        if kill:
+            kill_worker(self.proc, self.plan.owner)
+        return _Died(reason)
+
+    # -- files and clocks --------------------------------------------------------------------
+
+    def write_request(self, n: int, request: Request) -> None:
+        self.printed, self.log = 0, bytearray()
+        self.start_clock()
+        self.remove_files(n, "req", "out")
+        data = {
+            "case": request.case,
+            "call_source": request.call_source,
+            "call_name": request.call_name,
+            "inputs": request.inputs,
+        }
+        plain.dump(data, self.workdir, f"req-{n}")
+        for suffix in ("json", "npz"):
+            (self.workdir / f"req-{n}.{suffix}").chmod(0o644)
+
+    def remove_files(self, n: int, *kinds: str) -> None:
+        for kind in kinds:
+            for suffix in ("json", "npz"):
+                with contextlib.suppress(OSError):
+                    (self.workdir / f"{kind}-{n}.{suffix}").unlink()
+        with contextlib.suppress(OSError):
+            (self.workdir / f"err-{n}.txt").unlink()
+
+    def read_text(self, name: str) -> str:
+        try:
+            data = plain.read_capped(self.workdir / name, 10 * ERROR_BYTES)[:ERROR_BYTES]
+        except plain.PlainDataError as err:
+            return f"the worker gave no readable error text ({err})"
+        return data.decode("utf-8", errors="replace")
+
+    def take_log(self) -> str:
+        text, self.log = self.log.decode("utf-8", errors="replace"), bytearray()
+        return text
+
+    def start_clock(self) -> None:
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def kill(self) -> None:
+        kill_worker(self.proc, self.plan.owner)
+        for fd in (self.cmd_w, self.rep_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+        remove_tree(self.workdir)
+
+
+def disk_usage(folder: Path, max_entries: int) -> tuple[int, int]:
+    """Bytes allocated under `folder` and the number of entries, stopping past `max_entries`."""
+    used, entries, stack = 0, 0, [str(folder)]
+    while stack and entries <= max_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return used, entries
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a work folder, even one whose owner made parts of it unreadable."""
+
+    def retry(func: Callable, path: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            func(path)
+
+    shutil.rmtree(folder, onerror=retry)
+
+
+def _with_log(message: str, log: str) -> str:
+    tail = log.strip()[-1000:]
+    return f"{message}\n--- output ---\n{tail}" if tail else message
+
+
+def _size(n: int) -> str:
+    from graders.sandbox import _size as size
+
+    return size(n)
+
+
+# ------------------------------------------------------------------------------ child side
+
+
+@dataclass
+class _Child:
+    """The worker's own state: its folder, module, device and the pending request."""
+
+    folder: Path
+    module_file: Path
+    device: str
+    limits: Limits | None
+    reply_fd: int
+    module: Any = None
+    pending: dict = field(default_factory=dict)
+
+    def send(self, line: str) -> None:
+        os.write(self.reply_fd, f"{line}\n".encode())
+
+    def write_error(self, name: str, text: str) -> None:
+        (self.folder / name).write_text(text[:ERROR_BYTES], encoding="utf-8", errors="replace")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m graders.worker CONFIG_JSON`."""
+    config = json.loads((argv or sys.argv)[1])
+    limits = Limits(**config["limits"]) if config["limits"] else None
+    if limits is not None:
+        confine(limits, config["uid"], config["nproc"])
+    child = _Child(
+        Path(config["dir"]), Path(config["module"]), config["device"], limits, config["reply_fd"]
+    )
+    commands = os.fdopen(config["cmd_fd"], "r", encoding="ascii", errors="replace")
+    error = _import(child, config["slug"], config["mutant"])
+    if error is not None:
+        child.write_error("import-error.txt", error)
+        child.send("import-error")
+        return 0
+    child.send("ready")
+    for line in commands:
+        verb, _, n = line.strip().partition(" ")
+        if verb == "load":
+            _load(child, n)
+        elif verb == "go":
+            _go(child, n)
+    return 0
+
+
+def _import(child: _Child, slug: str, mutant: str | None) -> str | None:
+    """Import the module; None, or what went wrong (file and line where known)."""
+    from graders import impl
+
+    path = child.module_file
+    try:
+        if mutant is not None:
+            child.module = impl.load(slug, "solutions", mutant)
+        else:
+            child.module = impl._execute(path, f"ladder.worker.{slug}")
+    except impl.ImplementationError as err:
+        return str(err).replace(f"{path.parent}/", "")
+    except SystemExit as err:
+        return f"importing {path.name} called sys.exit({err.code!r}); a module must not exit"
+    except BaseException as err:
+        return f"importing {path.name} raised {describe_error(err, path, child.limits)}"
+    _single_thread()
+    return None
+
+
+def _load(child: _Child, n: str) -> None:
+    """Read request n and prepare its call; answer `loaded n` or `failed n`."""
+    try:
+        request = plain.load(child.folder, f"req-{n}")
+        namespace: dict[str, Any] = {"__name__": "ladder_call"}
+        exec(compile(request["call_source"], "<case call>", "exec"), namespace)
+        child.pending = {
+            "n": n,
+            "call": namespace[request["call_name"]],
+            "inputs": _to_device(request["inputs"], child.device),
+        }
+    except BaseException as err:
+        child.pending = {}
+        child.write_error(f"err-{n}.txt", f"preparing the call: {describe_error(err, None, None)}")
+        child.send(f"failed {n}")
+        return
+    child.send(f"loaded {n}")
+
+
+def _go(child: _Child, n: str) -> None:
+    """Run the prepared call, sync the device, write out-n (or err-n); answer `done n ...`."""
+    status, restart = "ok", False
+    try:
+        if child.pending.get("n") != n:
+            raise RuntimeError(f"request {n} was not loaded")
+        _single_thread()
+        output = child.pending["call"](child.module, **child.pending["inputs"])
+        _sync(child.device)
+        try:
+            plain.dump(output, child.folder, f"out-{n}")
+        except plain.PlainDataError as err:
+            raise plain.PlainDataError(f"the call returned {err}") from None
+    except BaseException as err:
+        status, restart = "error", _out_of_memory(err)
+        child.write_error(f"err-{n}.txt", describe_error(err, child.module_file, child.limits))
+    child.pending = {}
+    usage = os.times()
+    cpu = usage.user + usage.system
+    child.send(f"done {n} {status} {cpu:.3f}" + (" restart" if restart else ""))
+
+
+def describe_error(err: BaseException, module_file: Path | None, limits: Limits | None) -> str:
+    """`Type: message (at file, line N, in function)`, naming the last frame in the module."""
+    if isinstance(err, SystemExit):
+        text = f"the call raised SystemExit({err.code!r}); a submission must not exit"
+    else:
+        text = f"{type(err).__name__}: {_safe_str(err)}"
+    if _out_of_memory(err) and limits is not None and limits.memory_bytes:
+        text += f" (the memory limit is {_size(limits.memory_bytes)})"
+    frames = [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if module_file is not None and f.filename == str(module_file)
+    ]
+    if frames:
+        text += f" (at {module_file.name}, line {frames[-1].lineno}, in {frames[-1].name})"
+    return text
+
+
+def _safe_str(err: BaseException) -> str:
+    try:
+        return str(err)[:2000]
+    except BaseException:
+        return "<the exception cannot be printed>"
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or "allocate memory" in _safe_str(err)
+
+
+def _single_thread() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _to_device(obj: Any, device: str) -> Any:
+    torch = sys.modules.get("torch")
+    if device == "cpu" or torch is None:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _sync(device: str) -> None:
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None:
+        torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
