@@ -20,7 +20,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum `grad` down to `shape`: the gradient with respect to x of np.broadcast_to(x, grad.shape).
 
     Shapes: grad (*grad.shape) -> (*shape), where `shape` broadcasts to `grad.shape`.
-    Example: a grad of shape (4, 2, 3) and shape (2, 1) sum over axis 0 and then over the last axis.
+    Example: grad (4, 2, 3) and shape (2, 1): sum over axis 0, then over the last axis keeping it.
     """
     # YOUR CODE HERE
     raise NotImplementedError(
@@ -34,6 +34,8 @@ class Tensor:
     Operators: a + b, a - b, a * b and a / b broadcast like numpy; a @ b multiplies 2-D matrices;
     each takes a Tensor, a Python number or a numpy array on either side. Also a ** p for a number
     p, and -a. Every operation returns a new Tensor; a result requires grad when an input does.
+    You write __add__, __mul__, __matmul__ and __pow__; -, /, unary minus and the reflected forms
+    (2 * t, 1 - t, array @ t) are given, built from them.
 
     After out.backward(), every tensor that requires grad and that out depends on holds
     d out / d tensor in .grad: a float64 array of its data's shape. A leaf's .grad adds up over
@@ -43,6 +45,7 @@ class Tensor:
     __array_ufunc__ = None  # so that `ndarray + Tensor` calls Tensor.__radd__, not numpy
 
     def __init__(self, data, requires_grad: bool = False) -> None:
+        """data: anything np.asarray takes; kept as float64 in .data. .grad starts as None."""
         self.data = np.asarray(data, dtype=np.float64)
         self.requires_grad = bool(requires_grad)
         self.grad: np.ndarray | None = None
@@ -222,7 +225,9 @@ class Tensor:
         )
 
 
-def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6):
+def numerical_gradient(
+    f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6
+) -> np.ndarray:
     """d f / d x by central differences: (f(x + eps e_i) - f(x - eps e_i)) / (2 eps) for each i.
 
     f maps an array of x's shape to a number. x (*shape) -> gradient (*shape), float64.
