@@ -1,6 +1,7 @@
 """Plain data across the sandbox wall: JSON for structure, `.npz` for arrays, never pickle.
 
-`dump(obj, folder, name)` writes `name.json` and `name.npz`; `load(folder, name)` reads them back.
+`dump(obj, folder, name)` writes `name.json` and `name.npz` (only when there are arrays);
+`load(folder, name)` reads them back.
 Plain data is None, bool, int, float (inf and nan included), str, lists, tuples, dicts with str
 keys, numpy arrays and scalars of bool/int/uint/float/complex dtypes, and dense torch tensors of any
 dtype (bfloat16 and float8 travel as raw bits with their dtype written down). Everything else, and
@@ -45,8 +46,9 @@ def dump(obj: Any, folder: Path, name: str) -> None:
     tree = {"format": FORMAT, "root": _encode(obj, arrays, 0)}
     text = json.dumps(tree, allow_nan=False, separators=(",", ":"))
     folder = Path(folder)
-    with open(folder / f"{name}.npz", "wb") as f:
-        np.savez(f, **arrays)
+    if arrays:  # no arrays, no .npz: `load` then expects none
+        with open(folder / f"{name}.npz", "wb") as f:
+            np.savez(f, **arrays)
     (folder / f"{name}.json").write_text(text, encoding="utf-8")
 
 
@@ -125,7 +127,8 @@ def load(folder: Path, name: str, *, max_bytes: int = MAX_BYTES) -> Any:
     tree = _parse_json(text)
     if type(tree) is not dict or set(tree) != {"format", "root"} or tree["format"] != FORMAT:
         raise PlainDataError(f"{name}.json is not in the {FORMAT} format")
-    arrays = _read_arrays(folder / f"{name}.npz", max_bytes)
+    npz = folder / f"{name}.npz"
+    arrays = _read_arrays(npz, max_bytes) if os.path.lexists(npz) else {}
     return _Decoder(arrays).decode(tree["root"], 0)
 
 

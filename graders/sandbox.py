@@ -190,8 +190,20 @@ def _state(pid: str) -> str:
         return f.read().rpartition(b")")[2].split()[0].decode()
 
 
-def kill_worker(proc: subprocess.Popen, uid: int | None) -> None:
-    """Kill the worker's process group, bubblewrap's namespace, and every process of its uid."""
+def kill_worker(proc: subprocess.Popen, uid: int | None, bwrapped: bool) -> None:
+    """Kill the worker's process group, bubblewrap's namespace, and every process of its uid.
+
+    bubblewrap's sandbox init is killed first, so that bubblewrap reaps it and exits by itself:
+    killing bubblewrap first would leave the init a zombie wherever pid 1 does not reap orphans
+    (as in many containers).
+    """
+    children = _children(proc.pid) if bwrapped else []
+    for child in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+    if children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     try:
@@ -200,6 +212,18 @@ def kill_worker(proc: subprocess.Popen, uid: int | None) -> None:
         log.warning("worker %s did not die within 10 s of SIGKILL", proc.pid)
     if uid is not None:
         sweep_uid(uid)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found = []
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
 
 
 def sweep_uid(uid: int) -> None:
@@ -298,6 +322,8 @@ def _sandbox_env(home: str, device: str) -> dict[str, str]:
         "HOME": home,
         "TMPDIR": f"{home}/tmp" if home != SANDBOX_DIR else "/tmp",
         "LANG": "C.UTF-8",
+        "USER": "learner",  # getpass.getuser() needs one: the sandbox has no /etc/passwd
+        "LOGNAME": "learner",
         "PYTHONPATH": str(GRADERS_ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",

@@ -169,12 +169,21 @@ class Worker:
             "slug": self.slug,
             "device": self.device,
             "mutant": self.mutant,
-            "limits": self.limits.to_json() if self.sandboxed else None,
+            "limits": self._child_limits(),
             "uid": plan.uid,
             "nproc": plan.nproc,
         }
         self._proc = _Process(workdir, plan, config, self.limits)
         self.starts += 1
+
+    def _child_limits(self) -> dict | None:
+        """The limits the worker applies to itself: none when trusted, no RLIMIT_AS on CUDA."""
+        if not self.sandboxed:
+            return None
+        limits = self.limits.to_json()
+        if self.device.startswith("cuda"):  # the CUDA driver maps far more than it uses
+            limits["memory_bytes"] = None
+        return limits
 
     def _await_ready(self) -> None:
         proc, what = self._proc, f"importing {self.slug}.py"
@@ -336,7 +345,7 @@ class _Process:
 
     def _fail(self, reason: str, kill: bool = True) -> _Died:
         if kill:
-            kill_worker(self.proc, self.plan.owner)
+            kill_worker(self.proc, self.plan.owner, self.plan.bwrap)
         return _Died(reason)
 
     # -- files and clocks --------------------------------------------------------------------
@@ -344,7 +353,6 @@ class _Process:
     def write_request(self, n: int, request: Request) -> None:
         self.printed, self.log = 0, bytearray()
         self.start_clock()
-        self.remove_files(n, "req", "out")
         data = {
             "case": request.case,
             "call_source": request.call_source,
@@ -352,8 +360,8 @@ class _Process:
             "inputs": request.inputs,
         }
         plain.dump(data, self.workdir, f"req-{n}")
-        for suffix in ("json", "npz"):
-            (self.workdir / f"req-{n}.{suffix}").chmod(0o644)
+        for path in self.workdir.glob(f"req-{n}.*"):
+            path.chmod(0o644)  # readable by the worker's private uid, whatever the umask
 
     def remove_files(self, n: int, *kinds: str) -> None:
         for kind in kinds:
@@ -381,7 +389,7 @@ class _Process:
         return time.perf_counter() - self.started
 
     def kill(self) -> None:
-        kill_worker(self.proc, self.plan.owner)
+        kill_worker(self.proc, self.plan.owner, self.plan.bwrap)
         for fd in (self.cmd_w, self.rep_r):
             with contextlib.suppress(OSError):
                 os.close(fd)

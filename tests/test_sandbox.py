@@ -425,6 +425,34 @@ def test_trusted_worker_is_single_threaded_and_moves_dtypes(
     assert torch.equal(reply.output["x"], x * 2)
 
 
+def test_trusted_worker_runs_a_mutant(torch_inputs: dict, reference: Worker) -> None:
+    import torch
+
+    with Worker(REFERENCE, "attention", sandboxed=False, mutant="no_scale") as mutant:
+        wrong = mutant.call(Request.of("mutant", sdpa, torch_inputs), timeout=60)
+    right = reference.call(Request.of("mutant", sdpa, torch_inputs), timeout=60)
+    assert wrong.ok and right.ok, wrong.error
+    assert not torch.allclose(wrong.output, right.output)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/nvidiactl"), reason="no NVIDIA GPU on this machine")
+@BWRAP
+def test_cuda_in_the_sandbox(mode: str, torch_inputs: dict) -> None:
+    """On a GPU machine: the sandbox binds the devices and the output comes back to the CPU."""
+    import torch
+
+    def on_device(m, q, k, v):
+        out = m.scaled_dot_product_attention(q, k, v)
+        return {"device": str(q.device), "out": out}
+
+    with Worker(REFERENCE, "attention", sandboxed=True, device="cuda") as w:
+        reply = w.call(Request.of("cuda", on_device, torch_inputs), timeout=120)
+    assert reply.ok, reply.error + reply.log
+    assert reply.output["device"].startswith("cuda") and reply.output["out"].device.type == "cpu"
+    want = torch.nn.functional.scaled_dot_product_attention(*torch_inputs.values())
+    torch.testing.assert_close(reply.output["out"], want, rtol=1e-3, atol=1e-3)
+
+
 def test_fallback_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
     monkeypatch.setattr(sandbox, "_warned", False)
