@@ -35,14 +35,14 @@ ROUND = dict(
     draft_probs=[
         [0.5, 0.25, 0.125, 0.125],  # q_0
         [0.25, 0.5, 0.125, 0.125],  # q_1
-        [0.125, 0.125, 0.5, 0.25],
-    ],  # q_2
+        [0.125, 0.125, 0.5, 0.25],  # q_2
+    ],
     target_probs=[
         [0.75, 0.125, 0.0625, 0.0625],  # p_0: p_0(0) = 0.75 >= q_0(0): always accepted
         [0.25, 0.25, 0.25, 0.25],  # p_1: p_1(1) / q_1(1) = 1/2
         [0.5, 0.25, 0.125, 0.125],  # p_2: p_2(2) / q_2(2) = 1/4
-        [0.0625, 0.0625, 0.375, 0.5],
-    ],  # p_3: the bonus row
+        [0.0625, 0.0625, 0.375, 0.5],  # p_3: the bonus row
+    ],
 )
 
 
@@ -153,8 +153,10 @@ def test_verify_rejects_on_ties_and_impossible_tokens(impl, device, dtype):
 def random_round(V, gamma, seed, dtype, device):
     """Random distributions (some target entries exactly 0), drafts drawn from q, uniforms."""
     g = torch.Generator().manual_seed(seed)
-    q = torch.softmax(2 * torch.randn(gamma, V, generator=g, dtype=torch.float64), -1)
-    p = torch.softmax(2 * torch.randn(gamma + 1, V, generator=g, dtype=torch.float64), -1)
+    # The target's logits are the draft's plus noise, so that long runs of acceptances happen too.
+    logits = 2 * torch.randn(gamma + 1, V, generator=g, dtype=torch.float64)
+    q = torch.softmax(logits[:gamma], -1)
+    p = torch.softmax(logits + torch.randn(gamma + 1, V, generator=g, dtype=torch.float64), -1)
     p = p * (torch.rand(gamma + 1, V, generator=g, dtype=torch.float64) > 0.2)
     p[:, 0] += 1e-3  # no row of p is all zeros
     p = p / p.sum(-1, keepdim=True)
@@ -162,9 +164,8 @@ def random_round(V, gamma, seed, dtype, device):
     u = torch.rand(gamma, generator=g, dtype=torch.float64)
     p, q, u = p.to(dtype), q.to(dtype), u.to(dtype)
     ratio = p[torch.arange(gamma), x] / q[torch.arange(gamma), x]
-    u = torch.where(
-        (u - ratio).abs() < 1e-4, u / 2, u
-    )  # keep clear of ties, which rounding decides
+    # Keep clear of near-ties, where rounding would decide between u < p/q and u * q < p.
+    u = torch.where((u - ratio).abs() < 1e-4, u / 2, u)
     return x.to(device), q.to(device), p.to(device), u.to(device)
 
 
@@ -192,10 +193,11 @@ def test_verify_follows_the_rule(impl, device, dtype, V, gamma, seed):
     if any(not torch.equal(a, b) for a, b in zip((x, q, p, u), copies, strict=True)):
         fail(f"{what} changed its inputs; verify must be a pure function (no in-place ops)")
     n_rule, next_rule = the_rule(x, q, p, u)
+    rows = torch.arange(gamma, device=x.device)
     if n != n_rule:
         fail(
             f"{what}: n_accepted is {n}; the rule accepts {n_rule} (u = {u.tolist()}, "
-            f"p_i(x_i) / q_i(x_i) = {(p[range(gamma), x] / q[range(gamma), x]).tolist()})"
+            f"p_i(x_i) / q_i(x_i) = {(p[rows, x] / q[rows, x]).tolist()})"
         )
     rtol, atol = TOL[dtype]
     assert_close(
@@ -411,7 +413,8 @@ def test_tokens_per_round_match_the_formula(impl, device, alpha_case, gamma):
     if not lo <= target.calls <= hi:
         fail(
             f"speculative_generate(max_new_tokens={M}, gamma={gamma}) with acceptance chance "
-            f"alpha = {alpha:g} took {target.calls} rounds (target calls), {M / target.calls:.3f} "
+            f"alpha = {alpha:g} took {target.calls} rounds (target calls), "
+            f"{M / max(target.calls, 1):.3f} "
             f"tokens per round; the paper's (1 - alpha^(gamma+1)) / (1 - alpha) = "
             f"{per_round:.3f} predicts {M / per_round:.0f} rounds, and any count outside "
             f"{lo} .. {hi} has a chance below {DELTA:g}"

@@ -37,14 +37,16 @@ def verify_rounds(m, draft_tokens, draft_probs, target_probs, uniforms):
 def random_rounds(rounds, V, gamma, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     shape = (rounds, gamma + 1, V)
-    q = torch.softmax(1.5 * torch.randn(rounds, gamma, V, generator=g, dtype=torch.float64), -1)
-    p = torch.softmax(1.5 * torch.randn(*shape, generator=g, dtype=torch.float64), -1)
-    p = p * (torch.rand(*shape, generator=g, dtype=torch.float64) > 0.25)  # some p(x) = 0
+    # The target's logits are the draft's plus noise, so that drafts are often accepted and every
+    # n from 0 to gamma turns up; some target entries are exactly 0.
+    logits = 1.5 * torch.randn(*shape, generator=g, dtype=torch.float64)
+    q = torch.softmax(logits[:, :gamma], -1)
+    p = torch.softmax(logits + 0.5 * torch.randn(*shape, generator=g, dtype=torch.float64), -1)
+    p = p * (torch.rand(*shape, generator=g, dtype=torch.float64) > 0.1)
     p[..., -1] += 1e-3
     p = p / p.sum(-1, keepdim=True)
     x = torch.multinomial(q.reshape(-1, V), 1, generator=g).reshape(rounds, gamma)
-    # Uniforms below 0.9 often accept the first drafts, so every n from 0 to gamma turns up.
-    u = 0.9 * torch.rand(rounds, gamma, generator=g, dtype=torch.float64)
+    u = torch.rand(rounds, gamma, generator=g, dtype=torch.float64)
     p, q, u = p.to(dtype), q.to(dtype), u.to(dtype)
     ratio = p.gather(-1, x[..., None])[:, :gamma, 0] / q.gather(-1, x[..., None])[..., 0]
     u = torch.where((u - ratio).abs() < 1e-4, u / 2, u)  # no near-ties, which rounding decides
@@ -60,7 +62,7 @@ def rounds_float32(seed):
 
 
 def ties_and_zeros(seed):
-    """Boundary rounds over V = 5 (multiples of 1/8: exact in every dtype)."""
+    """Boundary rounds over V = 5 (multiples of 1/16: exact in every dtype)."""
     q = [[0.125, 0.5, 0.125, 0.125, 0.125], [0.25, 0.25, 0.25, 0.125, 0.125]]
     rounds = [
         # x_0 = 1, p/q = 1/4 and u_0 = 1/4: a tie, rejected.
