@@ -1,4 +1,4 @@
-"""How long a learner waits: `pytest exercises/<slug> --impl=solutions` per exercise, and the kit's suite.
+"""How long a learner waits: each exercise's specs on the reference, and the kit's whole suite.
 
 Wall time of whole commands, interpreter start included (median of --rounds runs). Not a test:
 the machine is shared and noisy, so the figures are reported, never asserted.
@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--suite", action="store_true", help="also time the whole kit test suite")
     args = parser.parse_args()
     slugs = args.slugs or [ex.slug for ex in all_exercises()]
-    baseline = statistics.median(wall([sys.executable, "-c", "import torch"]) for _ in range(args.rounds))
+    baseline = statistics.median(
+        wall([sys.executable, "-c", "import torch"]) for _ in range(args.rounds)
+    )
     print(f"{'import torch alone':<28} {baseline:6.2f} s")
     for slug in slugs:
         command = [sys.executable, "-m", "pytest", "-q", f"exercises/{slug}", "--impl=solutions"]

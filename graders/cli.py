@@ -82,7 +82,9 @@ def cmd_progress(args: argparse.Namespace) -> int:
     results = runner.run_specs([ex.slug for ex in rungs], impl=args.impl)
     rows = [(ex, _status(results[ex.slug])) for ex in rungs]
     done = sum(status == "passed" for _, status in rows)
-    if sys.stdout.isatty():
+    if args.markdown:
+        _progress_markdown(rows, done)
+    elif sys.stdout.isatty():
         _progress_table(rows, done)
     else:
         for stage in stages():
@@ -93,6 +95,18 @@ def cmd_progress(args: argparse.Namespace) -> int:
                     print(f"  [{'x' if status == 'passed' else ' '}] {label:<36} {status}")
         print(f"{done} of {len(rows)} rungs climbed")
     return 0
+
+
+def _progress_markdown(rows: list[tuple[Exercise, str]], done: int) -> None:
+    """The ladder as a Markdown table (for a GitHub job summary)."""
+    titles = {s.number: s.title for s in stages()}
+    print(f"## LLM Ladder: {done} of {len(rows)} rungs climbed\n")
+    print("| stage | rung | innovation | status |\n| --- | --- | --- | --- |")
+    for ex, status in rows:
+        mark = "✅" if status == "passed" else "⬜" if status == "not started" else "🟡"
+        rung = f"checkpoint {ex.stage}" if ex.is_checkpoint else f"`{ex.slug}`"
+        cells = [f"{ex.stage} {titles[ex.stage]}", rung, ex.innovation, f"{mark} {status}"]
+        print("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
 
 
 def _progress_table(rows: list[tuple[Exercise, str]], done: int) -> None:
@@ -247,6 +261,30 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from graders import notebooks
+
+    if args.extract:
+        written = notebooks.extract_course(Path(args.course), Path(args.extract))
+        print(f"extracted {len(written)} modules into {args.extract}; grade them with")
+        print(f"  ladder grade {args.extract} --out GRADES/")
+        return 0 if written else 1
+    written = notebooks.write_course(Path(args.course), args.exercise)
+    print(f"wrote an nbgrader course in {args.course}: {len(written) - 2} assignments")
+    print(f"  cd {args.course} && nbgrader generate_assignment ASSIGNMENT   (see its README.md)")
+    return 0
+
+
+def cmd_gradescope(args: argparse.Namespace) -> int:
+    from graders import gradescope
+
+    slugs = gradescope.build_zip(
+        Path(args.out), args.exercise, visibility=args.visibility, timeout=args.timeout
+    )
+    print(f"wrote the Gradescope autograder {args.out}: grades {', '.join(slugs)}")
+    return 0
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     from graders.release import release
 
@@ -275,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p = add("progress", cmd_progress, "every exercise and checkpoint, passed or not")
     p.add_argument("--impl", default="exercises", help="exercises (yours), solutions, or a folder")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p = add(
         "stubs", cmd_stubs, "regenerate exercises/*/<slug>.py and README API blocks from solutions/"
     )
@@ -300,6 +339,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = add("release", cmd_release, "write the learners' kit: no solutions, no hidden cases")
     p.add_argument("out")
+    p = add("notebooks", cmd_notebooks, "write an nbgrader course: a notebook per exercise")
+    p.add_argument("course", help="a new or empty folder (with --extract: an nbgrader course)")
+    p.add_argument("--exercise", action="append", metavar="SLUG", help="only these")
+    p.add_argument(
+        "--extract",
+        metavar="OUT",
+        help="turn COURSE/submitted/ notebooks into modules for `ladder grade OUT`",
+    )
+    p = add("gradescope", cmd_gradescope, "build a Gradescope autograder (.zip)")
+    p.add_argument("out", help="the .zip to write")
+    p.add_argument("--exercise", action="append", metavar="SLUG", help="grade only these")
+    p.add_argument(
+        "--visibility",
+        choices=["hidden", "after_due_date", "after_published", "visible"],
+        default="visible",
+        help="when learners see their results",
+    )
+    p.add_argument(
+        "--timeout", type=int, default=540, help="seconds a submission may take to grade"
+    )
     return top
 
 

@@ -41,7 +41,11 @@ def release(out: Path) -> list[Path]:
             shutil.copy2(source, out / name)
     shutil.copy2(root / LEARNER_README, out / "README.md")
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    leaks = [p for p in files if p.name in ("cases.py", "mutants.py") or _has_solution(p)]
+    leaks = [
+        p
+        for p in files
+        if (p.name in ("cases.py", "mutants.py") and p.parent.name != "graders") or _has_solution(p)
+    ]
     if leaks:
         shutil.rmtree(out)
         raise ReleaseError(f"the release would leak solutions: {[str(p) for p in leaks]}")

@@ -54,14 +54,25 @@ def make_stub(source: str, slug: str) -> str:
             raise StubError(f"{slug}: the solution block at line {i + 1} is not inside a function")
         indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
         message = f"{owners[-1]}: not implemented yet; see exercises/{slug}/README.md"
-        out += [
-            f"{indent}# YOUR CODE HERE",
-            f"{indent}raise NotImplementedError(",
-            f'{indent}    "{message}"',
-            f"{indent})",
-        ]
+        out += [f"{indent}# YOUR CODE HERE", *_raise(indent, message)]
         i = end + 1
     return "\n".join(out) + "\n"
+
+
+def _raise(indent: str, message: str) -> list[str]:
+    """`raise NotImplementedError(message)`, laid out as ruff's formatter lays it out."""
+    line = f'{indent}raise NotImplementedError("{message}")'
+    if len(line) <= 100:
+        return [line]
+    if len(indent) + len(message) + 6 <= 100:
+        return [f"{indent}raise NotImplementedError(", f'{indent}    "{message}"', f"{indent})"]
+    head, tail = message.split(" see ", 1)  # two literals, which Python joins
+    return [
+        f"{indent}raise NotImplementedError(",
+        f'{indent}    "{head} "',
+        f'{indent}    "see {tail}"',
+        f"{indent})",
+    ]
 
 
 def _signature_and_docstring(node: ast.FunctionDef | ast.ClassDef, lines: list[str]) -> str:
@@ -71,8 +82,7 @@ def _signature_and_docstring(node: ast.FunctionDef | ast.ClassDef, lines: list[s
     last = node.body[0].end_lineno if has_doc else node.body[0].lineno - 1
     text = "\n".join(lines[first - 1 : last])
     if not has_doc:
-        indent = " " * (node.col_offset + 4)
-        text += f"\n{indent}..."
+        text += " ..."
     if isinstance(node, ast.ClassDef):
         methods = [n for n in node.body if isinstance(n, ast.FunctionDef)]
         public = [m for m in methods if m.name == "__init__" or not m.name.startswith("_")]
@@ -121,14 +131,17 @@ def sync(check: bool = False) -> list[Path]:
             continue
         source = solution.read_text(encoding="utf-8")
         folder = kit_root() / "exercises" / slug
-        readme = (folder / "README.md").read_text(encoding="utf-8")
-        wanted = {
-            folder / f"{slug}.py": make_stub(source, slug),
-            folder / "README.md": render_readme(readme, api_source(source, slug), slug),
-        }
+        wanted = {folder / f"{slug}.py": make_stub(source, slug)}
+        readme = folder / "README.md"
+        if readme.is_file():
+            text = readme.read_text(encoding="utf-8")
+            wanted[readme] = render_readme(text, api_source(source, slug), slug)
+        else:  # reported as stale; written once the README exists
+            changed.append(readme)
         for path, text in wanted.items():
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 changed.append(path)
                 if not check:
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(text, encoding="utf-8")
     return changed

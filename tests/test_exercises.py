@@ -115,4 +115,6 @@ def test_readme_teaches(slug):
 def test_the_readme_ladder_table_lists_every_exercise():
     table = readme.section((ROOT / "README.md").read_text(), "The ladder")
     for ex in EXERCISES:
-        assert f"| `{ex.slug}` |" in table and str(ex.year) in table, f"{ex.slug} is not in the table"
+        assert f"| `{ex.slug}` |" in table and str(ex.year) in table, (
+            f"{ex.slug} is not in the table"
+        )

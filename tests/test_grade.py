@@ -36,8 +36,9 @@ def test_the_reference_graded_as_a_learner_gets_full_marks(slug):
     options = grade.Options(exercises=(slug,))
     pool = grade.ReferencePool(options)
     try:
-        cases = grade.grade_module(impl.module_path(slug, "solutions"), slug,
-                                   grade.Oracle(slug, "cpu"), pool, options)
+        cases = grade.grade_module(
+            impl.module_path(slug, "solutions"), slug, grade.Oracle(slug, "cpu"), pool, options
+        )
     finally:
         pool.close()
     lost = [f"{c.case}: {c.message}" for c in cases if c.score != c.max_score]
@@ -50,11 +51,16 @@ def test_every_mutant_fails_a_hidden_case_and_is_diagnosed_by_name(slug, name):
     failed, named = [], []
     for case in grade.hidden_cases(slug):
         output = oracle.output(case, case.seed, name)
-        verdict = (f"raised {output!r}" if isinstance(output, Exception)
-                   else oracle.judge(case, output, case.seed))
+        verdict = (
+            f"raised {output!r}"
+            if isinstance(output, Exception)
+            else oracle.judge(case, output, case.seed)
+        )
         if verdict:
             failed.append(case.name)
-            if not isinstance(output, Exception) and oracle.diagnose(case, output).startswith(f"matches {name}:"):
+            if not isinstance(output, Exception) and oracle.diagnose(case, output).startswith(
+                f"matches {name}:"
+            ):
                 named.append(case.name)
     assert failed, f"no hidden case of {slug} catches mutant {name}"
     assert named, f"mutant {name} fails {failed} but the diagnosis never names it"
@@ -64,9 +70,11 @@ def test_every_mutant_fails_a_hidden_case_and_is_diagnosed_by_name(slug, name):
 def small_class(tmp_path_factory) -> Path:
     """Four learners on attention: the reference, the stub, a known mistake, a missing file."""
     folder = tmp_path_factory.mktemp("class")
-    sources = {"ada": impl.module_path("attention", "solutions").read_text(),
-               "grace": impl.module_path("attention", "exercises").read_text(),
-               "alan": demo.mutant_source("attention", "softmax_over_queries")}
+    sources = {
+        "ada": impl.module_path("attention", "solutions").read_text(),
+        "grace": impl.module_path("attention", "exercises").read_text(),
+        "alan": demo.mutant_source("attention", "softmax_over_queries"),
+    }
     for learner, source in sources.items():
         (folder / learner).mkdir()
         (folder / learner / "attention.py").write_text(source)
@@ -76,7 +84,9 @@ def small_class(tmp_path_factory) -> Path:
 
 
 def test_grade_a_class_and_name_the_mistake(small_class, tmp_path):
-    result = run_ladder("grade", str(small_class), "--out", str(tmp_path), "--exercise", "attention")
+    result = run_ladder(
+        "grade", str(small_class), "--out", str(tmp_path), "--exercise", "attention"
+    )
     assert result.returncode == 0, result.stderr
     book = gradebook(tmp_path)
     top = float(book["(max points)"]["total"])
@@ -90,13 +100,29 @@ def test_grade_a_class_and_name_the_mistake(small_class, tmp_path):
 
 
 def test_a_killed_run_resumes_without_regrading_or_losing(small_class, tmp_path):
-    command = [sys.executable, "-m", "graders.cli", "grade", str(small_class), "--out", str(tmp_path),
-               "--exercise", "attention"]
-    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "graders.cli",
+        "grade",
+        str(small_class),
+        "--out",
+        str(tmp_path),
+        "--exercise",
+        "attention",
+    ]
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     journal = tmp_path / "journal.jsonl"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not journal.is_file() or journal.read_text().count("attention") < 2):
+    while time.monotonic() < deadline and (
+        not journal.is_file() or journal.read_text().count("attention") < 2
+    ):
         time.sleep(0.2)
     os.killpg(first.pid, 9)  # mid-run, with at least one learner graded
     first.wait()
@@ -105,19 +131,42 @@ def test_a_killed_run_resumes_without_regrading_or_losing(small_class, tmp_path)
     assert subprocess.run(command, cwd=ROOT, capture_output=True).returncode == 0
     lines = journal.read_text().splitlines()
     assert sum('"exercise": "attention"' in line for line in lines) == 4, "each learner graded once"
-    assert float(gradebook(tmp_path)["ada"]["total"]) == float(gradebook(tmp_path)["(max points)"]["total"])
+    assert float(gradebook(tmp_path)["ada"]["total"]) == float(
+        gradebook(tmp_path)["(max points)"]["total"]
+    )
 
 
 def test_shards_merge_into_the_whole_class(small_class, tmp_path):
     whole = tmp_path / "whole"
-    assert run_ladder("grade", str(small_class), "--out", str(whole), "--exercise", "attention").returncode == 0
+    assert (
+        run_ladder(
+            "grade", str(small_class), "--out", str(whole), "--exercise", "attention"
+        ).returncode
+        == 0
+    )
     for k in (1, 2):
         part = tmp_path / f"part{k}"
-        assert run_ladder("grade", str(small_class), "--out", str(part), "--exercise", "attention",
-                          "--shard", f"{k}/2").returncode == 0
+        assert (
+            run_ladder(
+                "grade",
+                str(small_class),
+                "--out",
+                str(part),
+                "--exercise",
+                "attention",
+                "--shard",
+                f"{k}/2",
+            ).returncode
+            == 0
+        )
         assert len(gradebook(part)) - 1 == 2  # two learners each, plus the max row
     merged = tmp_path / "merged"
-    assert run_ladder("merge", str(tmp_path / "part1"), str(tmp_path / "part2"), "--out", str(merged)).returncode == 0
+    assert (
+        run_ladder(
+            "merge", str(tmp_path / "part1"), str(tmp_path / "part2"), "--out", str(merged)
+        ).returncode
+        == 0
+    )
     totals = {name: row["total"] for name, row in gradebook(merged).items()}
     assert totals == {name: row["total"] for name, row in gradebook(whole).items()}
 
@@ -125,7 +174,9 @@ def test_shards_merge_into_the_whole_class(small_class, tmp_path):
 def test_bad_input_to_grade_gets_a_clear_error(tmp_path):
     missing = run_ladder("grade", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
-    unknown = run_ladder("grade", str(tmp_path), "--out", str(tmp_path / "out"), "--exercise", "nosuch")
+    unknown = run_ladder(
+        "grade", str(tmp_path), "--out", str(tmp_path / "out"), "--exercise", "nosuch"
+    )
     assert unknown.returncode == 2 and "no exercise named 'nosuch'" in unknown.stderr
     (tmp_path / "empty").mkdir()
     empty = run_ladder("grade", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
@@ -144,9 +195,19 @@ def test_the_release_holds_no_solution_and_no_hidden_case(tmp_path):
         text = path.read_bytes()
         assert b"### BEGIN SOLUTION" not in text and b"### BEGIN HIDDEN TESTS" not in text, path
     env = {**os.environ, "LADDER_ROOT": str(out)}
-    specs = subprocess.run([sys.executable, "-m", "pytest", "-q", "exercises/attention"], cwd=out,
-                           env=env, capture_output=True, text=True)
+    specs = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "exercises/attention"],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert specs.returncode == 1 and "not implemented yet" in specs.stdout
-    check = subprocess.run([sys.executable, "-m", "graders.cli", "check", "attention", "--hidden"],
-                           cwd=out, env=env, capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "graders.cli", "check", "attention", "--hidden"],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 2 and "no hidden cases" in check.stdout

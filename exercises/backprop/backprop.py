@@ -23,9 +23,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     Example: grad (4, 2, 3) and shape (2, 1): sum over axis 0, then over the last axis keeping it.
     """
     # YOUR CODE HERE
-    raise NotImplementedError(
-        "unbroadcast: not implemented yet; see exercises/backprop/README.md"
-    )
+    raise NotImplementedError("unbroadcast: not implemented yet; see exercises/backprop/README.md")
 
 
 class Tensor:
@@ -168,9 +166,7 @@ class Tensor:
     def T(self) -> Tensor:
         """All axes reversed, as numpy's .T (the transpose of a matrix)."""
         # YOUR CODE HERE
-        raise NotImplementedError(
-            "Tensor.T: not implemented yet; see exercises/backprop/README.md"
-        )
+        raise NotImplementedError("Tensor.T: not implemented yet; see exercises/backprop/README.md")
 
     # -- given: operations made of the ones above ---------------------------------------------
 

@@ -134,5 +134,6 @@ def expected_tokens_per_step(alpha: float, gamma: int) -> float:
         )
     # YOUR CODE HERE
     raise NotImplementedError(
-        "expected_tokens_per_step: not implemented yet; see exercises/speculative_decoding/README.md"
+        "expected_tokens_per_step: not implemented yet; "
+        "see exercises/speculative_decoding/README.md"
     )

@@ -68,7 +68,11 @@ class MultiHeadAttention(nn.Module):
         def split_heads(t: Tensor) -> Tensor:  # (B, T, d_model) -> (B, n_heads, T, d_head)
             return t.view(B, T, self.n_heads, -1).transpose(1, 2)
 
-        q, k, v = split_heads(self.q_proj(x)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
+        q, k, v = (
+            split_heads(self.q_proj(x)),
+            split_heads(self.k_proj(x)),
+            split_heads(self.v_proj(x)),
+        )
         heads = scaled_dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
         # Concatenate the heads again and mix them with the output projection.
         return self.out_proj(heads.transpose(1, 2).reshape(B, T, self.d_model))

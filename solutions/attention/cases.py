@@ -49,9 +49,14 @@ def multi_head(seed):
     g = torch.Generator().manual_seed(seed)
     d_model, n_heads = 24, 3
     names = ["q_proj", "k_proj", "v_proj", "out_proj"]
-    weights = {f"{n}.{p}": torch.randn(*((d_model, d_model) if p == "weight" else (d_model,)),
-                                       generator=g, dtype=torch.float64) / d_model**0.5
-               for n in names for p in ("weight", "bias")}
+    weights = {
+        f"{n}.{p}": torch.randn(
+            *((d_model, d_model) if p == "weight" else (d_model,)), generator=g, dtype=torch.float64
+        )
+        / d_model**0.5
+        for n in names
+        for p in ("weight", "bias")
+    }
     x = torch.randn(2, 10, d_model, generator=g, dtype=torch.float64)
     return {"x": x, "weights": weights, "n_heads": n_heads, "is_causal": seed % 2 == 1}
 
@@ -62,16 +67,60 @@ def long_causal(seed):
 
 CASES = [
     Case("attention over 17 keys, float64", call=sdpa, inputs=plain, points=2, seed=101),
-    Case("a broadcast boolean mask, float32", call=sdpa, inputs=masked, points=2, seed=202,
-         rtol=1e-5, atol=1e-5),
-    Case("causal, 5 queries over 11 keys", call=sdpa, inputs=causal_rectangular, points=2, seed=303,
-         rtol=1e-5, atol=1e-5),
-    Case("logits near 1e4 stay finite", call=sdpa, inputs=huge_logits, points=1, seed=404,
-         rtol=1e-4, atol=1e-4),
-    Case("multi-head attention, 3 heads", call=mha, inputs=multi_head, points=2, seed=505,
-         rtol=1e-9, atol=1e-9),
-    Case("causal multi-head attention, 3 heads", call=mha, inputs=multi_head, points=1, seed=506,
-         rtol=1e-9, atol=1e-9),
-    Case("512 causal positions (speed)", call=sdpa, inputs=long_causal, points=1, seed=606,
-         rtol=1e-4, atol=1e-5, speed_ratio=3.0, speed_points=2),
+    Case(
+        "a broadcast boolean mask, float32",
+        call=sdpa,
+        inputs=masked,
+        points=2,
+        seed=202,
+        rtol=1e-5,
+        atol=1e-5,
+    ),
+    Case(
+        "causal, 5 queries over 11 keys",
+        call=sdpa,
+        inputs=causal_rectangular,
+        points=2,
+        seed=303,
+        rtol=1e-5,
+        atol=1e-5,
+    ),
+    Case(
+        "logits near 1e4 stay finite",
+        call=sdpa,
+        inputs=huge_logits,
+        points=1,
+        seed=404,
+        rtol=1e-4,
+        atol=1e-4,
+    ),
+    Case(
+        "multi-head attention, 3 heads",
+        call=mha,
+        inputs=multi_head,
+        points=2,
+        seed=505,
+        rtol=1e-9,
+        atol=1e-9,
+    ),
+    Case(
+        "causal multi-head attention, 3 heads",
+        call=mha,
+        inputs=multi_head,
+        points=1,
+        seed=506,
+        rtol=1e-9,
+        atol=1e-9,
+    ),
+    Case(
+        "512 causal positions (speed)",
+        call=sdpa,
+        inputs=long_causal,
+        points=1,
+        seed=606,
+        rtol=1e-4,
+        atol=1e-5,
+        speed_ratio=3.0,
+        speed_points=2,
+    ),
 ]
