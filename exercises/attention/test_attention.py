@@ -1,4 +1,4 @@
-"""Public specs for `attention`: `pytest exercises/attention` (`--impl=solutions`: the reference)."""
+"""Specs for attention: `pytest exercises/attention` (`--impl=solutions`: the reference)."""
 
 import math
 
