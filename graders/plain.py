@@ -28,6 +28,7 @@ import numpy as np
 FORMAT = "ladder-plain/1"
 MAX_DEPTH = 64  # containers nested deeper than this are refused
 MAX_BYTES = 2**30  # default cap on each file `load` reads, and on the arrays it rebuilds
+MAX_JSON_BYTES = 32 * 2**20  # structure beyond this would cost the trusted side GiBs of objects
 ARRAY_KINDS = "biufc"  # bool, int, uint, float, complex
 _RAW_INTS = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}  # raw-bit storage by item size
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -123,8 +124,11 @@ def _type_name(obj: Any) -> str:
 def load(folder: Path, name: str, *, max_bytes: int = MAX_BYTES) -> Any:
     """Read what `dump` wrote to `folder/name.*`, trusting nothing in it."""
     folder = Path(folder)
-    text = read_capped(folder / f"{name}.json", max_bytes).decode("utf-8", errors="strict")
-    tree = _parse_json(text)
+    data = read_capped(folder / f"{name}.json", min(max_bytes, MAX_JSON_BYTES))
+    try:
+        tree = _parse_json(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PlainDataError(f"{name}.json is not UTF-8") from None
     if type(tree) is not dict or set(tree) != {"format", "root"} or tree["format"] != FORMAT:
         raise PlainDataError(f"{name}.json is not in the {FORMAT} format")
     npz = folder / f"{name}.npz"

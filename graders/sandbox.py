@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from graders.curriculum import kit_root
+
 log = logging.getLogger(__name__)
 
 SANDBOX_DIR = "/sandbox"  # where the work folder appears inside bubblewrap
@@ -144,7 +146,7 @@ def bwrap_argv(
     args += ["--proc", "/proc", "--dev", "/dev"]
     if device.startswith("cuda"):
         args += _cuda_binds()
-    args += _masks([*hide, GRADERS_ROOT / "solutions"], binds)
+    args += _masks([*hide, GRADERS_ROOT / "solutions", kit_root() / "solutions"], binds)
     args += ["--bind", str(workdir), SANDBOX_DIR, "--bind", str(workdir / "tmp"), "/tmp"]
     args += ["--chdir", SANDBOX_DIR, "--clearenv"]
     for key, value in env.items():

@@ -154,6 +154,14 @@ class Worker:
 
     def _start(self) -> None:
         workdir = Path(tempfile.mkdtemp(prefix=f"ladder-{self.slug}-", dir=self.workroot))
+        try:
+            self._proc = self._launch(workdir)
+        except BaseException:
+            remove_tree(workdir)
+            raise
+        self.starts += 1
+
+    def _launch(self, workdir: Path) -> _Process:
         (workdir / "tmp").mkdir()
         module = self.module_file
         if self.sandboxed:  # the worker sees a copy, never the learner's folder
@@ -173,8 +181,7 @@ class Worker:
             "uid": plan.uid,
             "nproc": plan.nproc,
         }
-        self._proc = _Process(workdir, plan, config, self.limits)
-        self.starts += 1
+        return _Process(workdir, plan, config, self.limits)
 
     def _child_limits(self) -> dict | None:
         """The limits the worker applies to itself: none when trusted, no RLIMIT_AS on CUDA."""
@@ -233,6 +240,9 @@ class Worker:
             output = plain.load(proc.workdir, f"out-{n}", max_bytes=self.limits.file_bytes)
         except plain.PlainDataError as err:
             return Reply(False, None, f"the output is not plain data: {err}", seconds, log)
+        except Exception as err:  # MemoryError and the like, on the trusted side
+            message = f"the output could not be read: {type(err).__name__}: {err}"
+            return Reply(False, None, message, seconds, log)
         return Reply(True, output, None, seconds, log)
 
     def _stop(self) -> None:
@@ -263,6 +273,10 @@ class _Process:
                 pass_fds=(cmd_r, rep_w),
                 start_new_session=True,
             )
+        except BaseException:
+            os.close(self.cmd_w)
+            os.close(self.rep_r)
+            raise
         finally:
             os.close(cmd_r)
             os.close(rep_w)
@@ -285,7 +299,8 @@ class _Process:
         while b"\n" not in self.buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._fail(f"timed out after {limit or limits.start_seconds:g} s")
+                waited = limits.start_seconds if limit is None else limit
+                raise self._fail(f"timed out after {waited:g} s")
             for fd, _ in poller.poll(min(remaining, 0.25) * 1000):
                 if not self._read(fd):
                     poller.unregister(fd)

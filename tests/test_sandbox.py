@@ -549,7 +549,8 @@ def test_dump_refuses_cycles(tmp_path: Path) -> None:
 def write_pair(folder: Path, tree: object, arrays: dict | None = None) -> None:
     import json
 
-    (folder / "x.json").write_text(tree if isinstance(tree, str) else json.dumps(tree))
+    text = tree if isinstance(tree, str | bytes) else json.dumps(tree)
+    (folder / "x.json").write_bytes(text.encode() if isinstance(text, str) else text)
     np.savez(folder / "x.npz", **(arrays or {}))
 
 
@@ -571,6 +572,7 @@ def node(root: object) -> dict:
         (node({"float": "1e999"}), None, "unknown float"),
         (node([{"ndarray": "a0", "dtype": "<f8", "shape": [3]}] * 2), {"a0": np.ones(3)}, "twice"),
         ({"format": "pickle", "root": 1}, None, "format"),
+        ('{"format": "ladder-plain/1", "root": "\xff"}'.encode("latin-1"), None, "not UTF-8"),
         ('{"format": "ladder-plain/1", "root": ' + "9" * 5000 + "}", None, "malformed"),
     ],
 )
@@ -613,6 +615,16 @@ def test_load_refuses_pickles_links_fifos_and_big_files(tmp_path: Path) -> None:
     plain.dump(list(range(1000)), tmp_path, "x")
     with pytest.raises(PlainDataError, match="larger than"):
         plain.load(tmp_path, "x", max_bytes=100)
+
+
+def test_load_caps_the_structure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Millions of small objects would cost the trusted side far more than their bytes."""
+    monkeypatch.setattr(plain, "MAX_JSON_BYTES", 1000)
+    plain.dump([0] * 1000, tmp_path, "x")
+    with pytest.raises(PlainDataError, match="larger than 1000 bytes"):
+        plain.load(tmp_path, "x")
+    plain.dump(np.zeros(1000), tmp_path, "y")  # arrays do not count
+    assert plain.load(tmp_path, "y").shape == (1000,)
 
 
 def test_reply_is_plain() -> None:
