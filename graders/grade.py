@@ -8,7 +8,6 @@ appended to `journal.jsonl` at once, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import queue
@@ -168,15 +167,6 @@ class Oracle:
         return ""
 
 
-def request(case: Case, inputs: dict) -> Request:
-    return Request(
-        case=case.name,
-        call_source=inspect.getsource(case.call),
-        call_name=case.call.__name__,
-        inputs=inputs,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Grading one learner's module for one exercise.
 
@@ -244,7 +234,10 @@ def _grade_case(
     result = CaseResult(
         oracle.slug, case.name, 0.0, case.points, max_speed_points=case.speed_points
     )
-    reply = learner.call(request(case, case.inputs(case.seed)), timeout=options.limits.wall_seconds)
+    reply = learner.call(
+        Request.of(case.name, case.call, case.inputs(case.seed)),
+        timeout=options.limits.wall_seconds,
+    )
     if not reply.ok:
         result.message = reply.error or "the call failed"
         return result
@@ -270,12 +263,16 @@ def _grade_speed(
     with pool.borrow(result.exercise) as reference:
         for r in range(options.speed_rounds):
             inputs = case.inputs(case.seed + 1 + r)
-            reply = learner.call(request(case, inputs), timeout=options.limits.wall_seconds)
+            reply = learner.call(
+                Request.of(case.name, case.call, inputs), timeout=options.limits.wall_seconds
+            )
             if not reply.ok:
                 result.message = f"speed run {r + 1}: {reply.error}"
                 return
             mine.append(reply.seconds)
-            theirs.append(reference.call(request(case, inputs), timeout=600).seconds)
+            theirs.append(
+                reference.call(Request.of(case.name, case.call, inputs), timeout=600).seconds
+            )
     result.speed_ratio = statistics.median(mine) / max(statistics.median(theirs), 1e-9)
     if result.speed_ratio <= case.speed_ratio:
         result.speed_points = case.speed_points
