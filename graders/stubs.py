@@ -75,18 +75,31 @@ def _raise(indent: str, message: str) -> list[str]:
     ]
 
 
+def _header_end(lines: list[str], start: int) -> int:
+    """The line (1-based) that closes the signature starting at line `start`."""
+    depth = 0
+    for number in range(start, len(lines) + 1):
+        code = lines[number - 1].split("#")[0].rstrip()
+        depth += sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
+        if depth == 0 and code.endswith(":"):
+            return number
+    return start
+
+
+def _is_api(method: ast.FunctionDef) -> bool:
+    """Public methods, the constructor and operators (dunders) belong to the API."""
+    return not method.name.startswith("_") or method.name.endswith("__")
+
+
 def _signature_and_docstring(node: ast.FunctionDef | ast.ClassDef, lines: list[str]) -> str:
     """A definition's source up to the end of its docstring: decorators, signature and docstring."""
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
     has_doc = ast.get_docstring(node) is not None
-    last = node.body[0].end_lineno if has_doc else node.body[0].lineno - 1
-    text = "\n".join(lines[first - 1 : last])
-    if not has_doc:
-        text += " ..."
+    last = node.body[0].end_lineno if has_doc else _header_end(lines, node.lineno)
+    text = "\n".join(lines[first - 1 : last]) + ("" if has_doc else " ...")
     if isinstance(node, ast.ClassDef):
-        methods = [n for n in node.body if isinstance(n, ast.FunctionDef)]
-        public = [m for m in methods if m.name == "__init__" or not m.name.startswith("_")]
-        text += "".join("\n\n" + _signature_and_docstring(m, lines) for m in public)
+        methods = [n for n in node.body if isinstance(n, ast.FunctionDef) and _is_api(n)]
+        text += "".join("\n\n" + _signature_and_docstring(m, lines) for m in methods)
     return text
 
 
