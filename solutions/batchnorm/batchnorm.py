@@ -103,6 +103,7 @@ class BatchNorm:
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        """A layer for num_features channels (C); eps and momentum as in nn.BatchNorm1d/2d."""
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.training = True
         ### BEGIN SOLUTION

@@ -22,6 +22,14 @@ def training_step(m, x, gamma, beta, dy, eps):
     return {"y": y, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
 
+def training_step_rows(m, x, gamma, beta, dy, eps):
+    """As training_step, returning every 64th row of y and dx: the timing is the computation's,
+    not that of writing megabytes of output."""
+    y, cache = m.batchnorm_forward(x, gamma, beta, eps=eps)
+    dx, dgamma, dbeta = m.batchnorm_backward(dy, cache)
+    return {"y": y[::64], "dx": dx[::64], "dgamma": dgamma, "dbeta": dbeta}
+
+
 def training_forward(m, x, gamma, beta, eps):
     return m.batchnorm_forward(x, gamma, beta, eps=eps)[0]
 
@@ -211,7 +219,7 @@ CASES = [
     ),
     Case(
         "training, 512 samples x 1024 features (speed)",
-        call=training_step,
+        call=training_step_rows,
         inputs=big_features,
         points=1,
         seed=909,
