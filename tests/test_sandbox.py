@@ -165,6 +165,12 @@ def test_syntax_error_names_file_and_line(attack) -> None:
 
 
 @BWRAP
+def test_raise_at_import_names_the_line(attack) -> None:
+    reply = attack("raise_at_import").call(request())
+    assert reply.error.startswith("importing attention.py, line 5 raised ValueError: matmul")
+
+
+@BWRAP
 def test_exit_at_call_is_an_error_reply(attack) -> None:
     w = attack("exit_at_call")
     replies = [w.call(request()) for _ in range(2)]
