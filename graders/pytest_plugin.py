@@ -7,6 +7,13 @@ writes each spec's outcome as JSON for `ladder check` and `ladder progress`.
 
 from __future__ import annotations
 
+import os
+
+# Specs use small tensors: one thread is faster than several on a shared machine, and
+# deterministic. Set before torch or numpy load their thread pools; a user's choice wins.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import json
 from pathlib import Path
 from types import ModuleType
