@@ -210,6 +210,8 @@ def kill_worker(proc: subprocess.Popen, uid: int | None, bwrapped: bool) -> None
             proc.wait(timeout=2)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        proc.kill()  # also when it left its process group
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:

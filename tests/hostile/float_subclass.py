@@ -1,4 +1,4 @@
-"""Attack: return a subclass of a plain type (a float and a list that equal anything).
+"""Attack: return a subclass of a plain type (a float that equals anything).
 
 Contained: plain.dump accepts exact types only.
 """

@@ -1,8 +1,8 @@
 """Attack: read the reference solution, another learner's submission and the grade files.
 
 Contained: under bubblewrap those paths do not exist in the worker's world (only the Python
-install, the venv and `graders/` are bound); the fallback's private uid cannot read them either.
-TARGET (set by the call) lists the paths to try.
+install, the venv and `graders/` are bound). The fallback cannot hide world-readable files, so
+this attack is tested under bubblewrap only. TARGET (set by the call) lists the paths to try.
 """
 
 import os
