@@ -80,3 +80,36 @@ def passed(specs: list[SpecResult]) -> bool:
         and all(s.outcome in ("passed", "skipped") for s in specs)
         and any(s.outcome == "passed" for s in specs)
     )
+
+
+def caught_mutants(slug: str, names: Iterable[str], timeout: float = 1800) -> dict[str, bool]:
+    """Which mutants fail at least one public spec of `slug`: one child process for them all."""
+    names = list(names)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "graders.runner", slug, tmp, *names]
+        subprocess.run(command, cwd=kit_root(), capture_output=True, timeout=timeout)
+        return {name: (Path(tmp) / f"{name}.caught").is_file() for name in names}
+
+
+def _check_mutants(slug: str, folder: str, names: list[str]) -> None:
+    """In one process (torch imported once): the specs against each mutant, up to a failure."""
+    import pytest
+
+    for name in names:
+        code = pytest.main(
+            [
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                "--impl=solutions",
+                f"--mutant={slug}:{name}",
+                f"exercises/{slug}",
+            ]
+        )
+        if code == pytest.ExitCode.TESTS_FAILED:
+            (Path(folder) / f"{name}.caught").touch()
+
+
+if __name__ == "__main__":
+    _check_mutants(sys.argv[1], sys.argv[2], sys.argv[3:])
