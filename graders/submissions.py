@@ -54,7 +54,7 @@ def discover(folder: Path, workdir: Path, slugs: list[str]) -> list[Submission]:
     entries: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
         learner = learner_name(path)
-        if learner is not None and not _same(path, workdir):
+        if learner is not None and not _holds(path, workdir):  # not the grader's own folder
             entries.setdefault(learner, []).append(path)
     return [_take(name, paths, workdir, slugs) for name, paths in sorted(entries.items())]
 
@@ -332,8 +332,10 @@ def _folder_name(learner: str) -> str:
     return f"{safe}-{hashlib.sha1(learner.encode()).hexdigest()[:8]}"
 
 
-def _same(path: Path, other: Path) -> bool:
+def _holds(path: Path, inner: Path) -> bool:
+    """Is `inner` the folder `path` or inside it (the grade folder kept among submissions)?"""
     try:
-        return path.resolve() == other.resolve()
+        path, inner = path.resolve(), inner.resolve()
     except OSError:
         return False
+    return path == inner or path in inner.parents

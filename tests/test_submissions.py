@@ -98,6 +98,12 @@ def test_stray_and_hidden_entries_are_ignored(folder: Path, tmp_path: Path) -> N
     assert list(find(folder, tmp_path)) == ["fay"]
 
 
+def test_the_grade_folder_is_not_a_learner(folder: Path, tmp_path: Path) -> None:
+    (folder / "grades" / ".work").mkdir(parents=True)
+    (folder / "ann").mkdir()
+    assert [s.learner for s in discover(folder, folder / "grades" / ".work", SLUGS)] == ["ann"]
+
+
 def test_duplicate_learners_are_graded_once_with_a_note(folder: Path, tmp_path: Path) -> None:
     (folder / "gus").mkdir()
     (folder / "gus" / "attention.py").write_bytes(GOOD)
