@@ -83,12 +83,20 @@ def passed(specs: list[SpecResult]) -> bool:
 
 
 def caught_mutants(slug: str, names: Iterable[str], timeout: float = 1800) -> dict[str, bool]:
-    """Which mutants fail at least one public spec of `slug`: one child process for them all."""
+    """Which mutants fail at least one public spec of `slug` (a failure in the spec itself, not
+    an error in its set-up): one child process for them all."""
     names = list(names)
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "graders.runner", slug, tmp, *names]
         subprocess.run(command, cwd=kit_root(), capture_output=True, timeout=timeout)
-        return {name: (Path(tmp) / f"{name}.caught").is_file() for name in names}
+        caught = {}
+        for name in names:
+            report = Path(tmp) / f"{name}.json"
+            outcomes = (
+                [e["outcome"] for e in json.loads(report.read_text())] if report.is_file() else []
+            )
+            caught[name] = "failed" in outcomes
+        return caught
 
 
 def _check_mutants(slug: str, folder: str, names: list[str]) -> None:
@@ -96,7 +104,8 @@ def _check_mutants(slug: str, folder: str, names: list[str]) -> None:
     import pytest
 
     for name in names:
-        code = pytest.main(
+        report = Path(folder) / f"{name}.json"
+        pytest.main(
             [
                 "-q",
                 "-x",
@@ -104,11 +113,10 @@ def _check_mutants(slug: str, folder: str, names: list[str]) -> None:
                 "no:cacheprovider",
                 "--impl=solutions",
                 f"--mutant={slug}:{name}",
+                f"--ladder-report={report}",
                 f"exercises/{slug}",
             ]
         )
-        if code == pytest.ExitCode.TESTS_FAILED:
-            (Path(folder) / f"{name}.caught").touch()
 
 
 if __name__ == "__main__":
