@@ -366,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
+    except BrokenPipeError:  # `ladder list | head`: the reader has all it wanted
+        sys.stdout = None
+        return 0
     except UnknownExercise as err:
         print(f"ladder: {err}", file=sys.stderr)
         return 2
