@@ -252,7 +252,7 @@ def describe_death(returncode: int, bwrapped: bool, limits: Limits) -> str:
         sig = returncode - 128  # bubblewrap reports a signal as 128 + its number
     if sig is None:
         return f"the process exited with status {returncode}"
-    mem = _size(limits.memory_bytes) if limits.memory_bytes else None
+    mem = size_words(limits.memory_bytes) if limits.memory_bytes else None
     words = {
         signal.SIGXCPU: f"killed: CPU time limit ({limits.cpu_seconds:g} s)",
         signal.SIGKILL: f"killed (SIGKILL): CPU time limit ({limits.cpu_seconds:g} s) "
@@ -261,12 +261,13 @@ def describe_death(returncode: int, bwrapped: bool, limits: Limits) -> str:
         "C stack" + (f" or memory exhausted (memory limit {mem})" if mem else ""),
         signal.SIGABRT: "crashed: aborted (SIGABRT)"
         + (f"; the memory limit is {mem}" if mem else ""),
-        signal.SIGXFSZ: f"killed: file size limit ({_size(limits.file_bytes)})",
+        signal.SIGXFSZ: f"killed: file size limit ({size_words(limits.file_bytes)})",
     }
     return words.get(sig, f"killed by signal {signal.Signals(sig).name}")
 
 
-def _size(n: int | None) -> str:
+def size_words(n: int | None) -> str:
+    """A byte count as people write it: 1 GiB, 256 KiB."""
     if n is None:
         return "none"
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):

@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from graders import plain
-from graders.sandbox import Limits, Plan, confine, describe_death, kill_worker, launch_plan
+from graders.sandbox import (
+    Limits,
+    Plan,
+    confine,
+    describe_death,
+    kill_worker,
+    launch_plan,
+    size_words,
+)
 
 __all__ = ["Limits", "Reply", "Request", "Worker"]
 
@@ -331,7 +339,8 @@ class _Process:
             self.printed += len(data)
             self.log = (self.log + data)[-LOG_BYTES:]
             if self.printed > self.limits.output_bytes:
-                raise self._fail(f"wrote more than {_size(self.limits.output_bytes)} of output")
+                cap = size_words(self.limits.output_bytes)
+                raise self._fail(f"wrote more than {cap} of output")
         else:
             self.streams.discard(fd)
         return bool(data)
@@ -349,7 +358,8 @@ class _Process:
             if entries > MAX_ENTRIES:
                 raise self._fail(f"created more than {MAX_ENTRIES} files in its work folder")
             if used > limits.disk_bytes:
-                raise self._fail(f"wrote more than {_size(limits.disk_bytes)} to its work folder")
+                cap = size_words(limits.disk_bytes)
+                raise self._fail(f"wrote more than {cap} to its work folder")
 
     def _drain(self) -> None:
         """Collect the last output and reply bytes of a process that has ended."""
@@ -446,12 +456,6 @@ def remove_tree(folder: Path) -> None:
 def _with_log(message: str, log: str) -> str:
     tail = log.strip()[-1000:]
     return f"{message}\n--- output ---\n{tail}" if tail else message
-
-
-def _size(n: int) -> str:
-    from graders.sandbox import _size as size
-
-    return size(n)
 
 
 # ------------------------------------------------------------------------------ child side
@@ -569,7 +573,7 @@ def describe_error(err: BaseException, module_file: Path | None, limits: Limits 
     else:
         text = f"{type(err).__name__}: {_safe_str(err)}"
     if _out_of_memory(err) and limits is not None and limits.memory_bytes:
-        text += f" (the memory limit is {_size(limits.memory_bytes)})"
+        text += f" (the memory limit is {size_words(limits.memory_bytes)})"
     frames = [
         f
         for f in traceback.extract_tb(err.__traceback__)
