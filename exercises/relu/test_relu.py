@@ -167,8 +167,8 @@ def test_init_shape_and_dtype(impl, name, fan_in, fan_out):
 
 # Each matrix holds n = 65,536 independent draws. Their mean square divided by the target variance
 # is chi-square(n) / n: by the Laurent-Massart bound it leaves [0.94, 1.06] with a chance below
-# 1e-20. Their mean leaves 6 standard errors with a chance of 2e-9. A variance off by a factor 2
-# (the ReLU's factor) or the wrong fan is off by 30% or more.
+# 1e-20. Their mean leaves 6 standard errors with a chance of 2e-9. Each mistake the README's
+# hints list (a missing 2, the wrong fan, He for Xavier) is off by 25% or more on some shape.
 FANS = [(512, 128), (128, 512), (256, 256)]
 
 
