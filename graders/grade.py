@@ -108,7 +108,8 @@ def compare(
         and not isinstance(actual, bool)
         and isinstance(actual, int | float)
     ):
-        rtol, atol = case.rtol or 1e-9, case.atol or 1e-12
+        rtol = 1e-9 if case.rtol is None else case.rtol
+        atol = 1e-12 if case.atol is None else case.atol
         return (
             None
             if abs(actual - expected) <= atol + rtol * abs(expected)
@@ -163,6 +164,16 @@ class Oracle:
                 else compare(actual, mutated, case, self.device)
             )
             if same is None:
+                return f"matches {name}: {m.diagnosis}"
+        return ""
+
+    def diagnose_error(self, case: Case, error: str) -> str:
+        """The known mistake that raises the same error on this case, if any."""
+        for name, m in impl.mutants(self.slug).items():
+            raised = self.output(case, case.seed, name)
+            if isinstance(raised, Exception) and error.startswith(
+                f"{type(raised).__name__}: {str(raised)[:40]}"
+            ):
                 return f"matches {name}: {m.diagnosis}"
         return ""
 
@@ -240,6 +251,7 @@ def _grade_case(
     )
     if not reply.ok:
         result.message = reply.error or "the call failed"
+        result.diagnosis = oracle.diagnose_error(case, result.message)
         return result
     try:
         verdict = oracle.judge(case, reply.output, case.seed)

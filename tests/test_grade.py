@@ -58,9 +58,12 @@ def test_every_mutant_fails_a_hidden_case_and_is_diagnosed_by_name(slug, name):
         )
         if verdict:
             failed.append(case.name)
-            if not isinstance(output, Exception) and oracle.diagnose(case, output).startswith(
-                f"matches {name}:"
-            ):
+            diagnosis = (
+                oracle.diagnose_error(case, f"{type(output).__name__}: {output}")
+                if isinstance(output, Exception)
+                else oracle.diagnose(case, output)
+            )
+            if diagnosis.startswith(f"matches {name}:"):
                 named.append(case.name)
     assert failed, f"no hidden case of {slug} catches mutant {name}"
     assert named, f"mutant {name} fails {failed} but the diagnosis never names it"
