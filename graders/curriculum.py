@@ -23,6 +23,7 @@ class Exercise:
     authors: str = ""
     year: int = 0
     framework: str = ""
+    uses: tuple[str, ...] = ()  # a checkpoint's pieces: the exercises whose modules it loads
 
     @property
     def folder(self) -> Path:
@@ -53,8 +54,8 @@ def stages() -> tuple[Stage, ...]:
         exercises = tuple(Exercise(stage=number, **e) for e in raw.get("exercise", ()))
         checkpoint = None
         if "checkpoint" in raw:  # a checkpoint is named by its stage and titled by its task
-            title = raw["checkpoint"]["title"]
-            checkpoint = Exercise(slug=f"checkpoint_{number}", innovation=title, stage=number)
+            title, uses = raw["checkpoint"]["title"], tuple(raw["checkpoint"]["uses"])
+            checkpoint = Exercise(f"checkpoint_{number}", title, number, uses=uses)
         result.append(Stage(number, raw["title"], exercises, checkpoint))
     return tuple(result)
 

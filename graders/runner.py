@@ -84,14 +84,15 @@ def passed(specs: list[SpecResult]) -> bool:
 
 def caught_mutants(slug: str, names: Iterable[str], timeout: float = 1800) -> dict[str, bool]:
     """Which mutants fail at least one public spec of `slug` (a failure in the spec itself, not
-    an error in its set-up): one child process for them all."""
+    an error in its set-up): one child process for them all. A name is a mutant of `slug`, or
+    `piece:name` for a mutant of another exercise that `slug` (a checkpoint) uses."""
     names = list(names)
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "graders.runner", slug, tmp, *names]
         subprocess.run(command, cwd=kit_root(), capture_output=True, timeout=timeout)
         caught = {}
         for name in names:
-            report = Path(tmp) / f"{name}.json"
+            report = Path(tmp) / f"{name.replace(':', '.')}.json"
             outcomes = (
                 [e["outcome"] for e in json.loads(report.read_text())] if report.is_file() else []
             )
@@ -104,7 +105,8 @@ def _check_mutants(slug: str, folder: str, names: list[str]) -> None:
     import pytest
 
     for name in names:
-        report = Path(folder) / f"{name}.json"
+        report = Path(folder) / f"{name.replace(':', '.')}.json"
+        mutant = name if ":" in name else f"{slug}:{name}"
         pytest.main(
             [
                 "-q",
@@ -112,7 +114,7 @@ def _check_mutants(slug: str, folder: str, names: list[str]) -> None:
                 "-p",
                 "no:cacheprovider",
                 "--impl=solutions",
-                f"--mutant={slug}:{name}",
+                f"--mutant={mutant}",
                 f"--ladder-report={report}",
                 f"exercises/{slug}",
             ]

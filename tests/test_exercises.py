@@ -94,6 +94,11 @@ def test_enough_mutants_with_diagnoses(slug):
         assert m.diagnosis and "\n" not in m.diagnosis, f"{m.name} needs a one-line diagnosis"
 
 
+@pytest.mark.parametrize("slug", [slug for slug in RUNGS if slug not in SLUGS])
+def test_checkpoint_readme_gives_a_hint_per_spec(slug):
+    assert sorted(readme.hints(slug)) == sorted(spec_names(slug))
+
+
 @pytest.mark.parametrize("slug", SLUGS)
 def test_readme_teaches(slug):
     text = (ROOT / "exercises" / slug / "README.md").read_text()
