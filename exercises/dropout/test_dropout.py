@@ -7,8 +7,8 @@ differences of your own forward pass with its mask held fixed by the seed.
 
 Statistical specs use fixed seeds and Hoeffding's inequality, P(|mean - E| >= t) <= 2 exp(-2 n t^2)
 for n independent draws in [0, 1], with t chosen so that a correct dropout fails each check with
-probability below 1e-7 (each spec's comment says how), while every mistake in mutants.py misses by
-many times t.
+probability below 1e-7 (each spec's comment says how), while the mistakes they look for miss by
+several times t.
 """
 
 import math
