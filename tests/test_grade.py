@@ -4,6 +4,7 @@ a killed run resumes, shards merge, and the learners' release leaks nothing."""
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import subprocess
 import sys
@@ -19,6 +20,12 @@ from graders.release import release
 
 GRADED = [ex.slug for ex in all_exercises() if grade.hidden_cases(ex.slug)]
 MUTANTS = [(slug, name) for slug in GRADED for name in impl.mutants(slug)]
+
+
+@functools.cache
+def oracle_of(slug: str) -> grade.Oracle:
+    """One oracle per exercise, so the reference's outputs are computed once for all mutants."""
+    return grade.Oracle(slug, "cpu")
 
 
 def gradebook(out: Path) -> dict[str, dict[str, str]]:
@@ -47,7 +54,7 @@ def test_the_reference_graded_as_a_learner_gets_full_marks(slug):
 
 @pytest.mark.parametrize(("slug", "name"), MUTANTS, ids=[f"{s}:{n}" for s, n in MUTANTS])
 def test_every_mutant_fails_a_hidden_case_and_is_diagnosed_by_name(slug, name):
-    oracle = grade.Oracle(slug, "cpu")
+    oracle = oracle_of(slug)
     failed, named = [], []
     for case in grade.hidden_cases(slug):
         output = oracle.output(case, case.seed, name)
