@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from graders import impl
 from graders.cases import Case
 from graders.checks import SpecFailure, assert_close, tolerance
@@ -103,6 +105,7 @@ def compare(
         except SpecFailure as failure:
             return str(failure)
         return None
+    actual, expected = _python_scalar(actual), _python_scalar(expected)
     if (
         isinstance(expected, float)
         and not isinstance(actual, bool)
@@ -118,6 +121,11 @@ def compare(
     if type(actual) is not type(expected) or actual != expected:
         return f"{where}: got {_short(actual)}, expected {_short(expected)}"
     return None
+
+
+def _python_scalar(value: Any) -> Any:
+    """numpy's scalars (np.bool_, np.float32, ...) as the Python numbers they stand for."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _short(value: Any) -> str:
