@@ -78,12 +78,12 @@ def learner_run(impl, name, problem, steps=STEPS, **hyper):
     w = problem.w0.copy()
     state = [np.zeros_like(w) for _ in names[1:]]
     adam = len(names) == 3  # Adam and AdamW take the step number t
-    path = [w]
+    path = [w.copy()]  # copies: an update in place is test_inputs_are_not_modified's business
     for s in range(steps):
         g = problem.grad(w, s)
         what = f"{name}(param {w.shape}, ...) in step {s + 1}"
         w, *state = unpack(step(w, g, *state, *([s + 1] if adam else []), **hyper), names, what, w)
-        path.append(w)
+        path.append(w.copy())
     return np.stack(path), state
 
 
@@ -225,7 +225,8 @@ def test_first_step_has_size_lr(impl, name, shape, seed, exponent, lr, betas):
     expected = lr * grad / (np.abs(grad) + eps)
     big = np.abs(grad) > 1e3 * eps
     if big.any() and not np.allclose(step, expected, rtol=1e-9, atol=1e-12 * lr):
-        ratio = float(np.median(np.abs(step[big]) / lr))
+        ratios = np.abs(step[big]) / lr
+        ratio, lowest, highest = float(np.median(ratios)), float(ratios.min()), float(ratios.max())
         known = {
             (1 - beta1) / np.sqrt(1 - beta2): "neither m nor v is bias-corrected",
             1 / np.sqrt(1 - beta2): "m is bias-corrected but v is not",
@@ -237,7 +238,13 @@ def test_first_step_has_size_lr(impl, name, shape, seed, exponent, lr, betas):
             f"{what}: the first step should move every coordinate by lr = {lr:g} against its "
             f"gradient's sign (exactly lr * g / (|g| + eps)), whatever the gradient's scale; the "
             f"median coordinate moved {ratio:.6g} * lr"
-            + (f" ({why})" if why else ", or some coordinates moved by another amount")
+            + (f" ({why})" if why else "")
+            + (
+                f"; and coordinates moved by different amounts, {lowest:.3g} to {highest:.3g} "
+                "times lr: keep one v per element (g * g, elementwise)"
+                if highest - lowest > 1e-6 * highest
+                else ""
+            )
         )
     assert_close(step, expected, what=f"{what}: param - new param", rtol=1e-9, atol=1e-12 * lr)
 
@@ -309,6 +316,20 @@ def test_adam_weight_decay_joins_the_gradient(impl, shape, seed, t, weight_decay
         )
 
 
+def shrink_diagnosis(shrink, param, lr, weight_decay):
+    """What a wrong decay looks like: the fraction of the old param that it took away."""
+    fraction = float(np.median(shrink / param))
+    said = f"the median coordinate shrank by {fraction:.6g} of itself"
+    if abs(fraction - weight_decay) < 1e-6 * weight_decay:
+        return f"{said}: multiply the decay by lr, as torch does (lr * weight_decay)"
+    if abs(fraction - lr * weight_decay) < 0.1 * lr * weight_decay:
+        return (
+            f"{said}, close but not exact: shrink the old param, param * (1 - lr * "
+            "weight_decay), and subtract Adam's step from that (not shrink the updated param)"
+        )
+    return said
+
+
 @given(
     shape=shapes,
     seed=seeds,
@@ -329,14 +350,18 @@ def test_adamw_decay_is_decoupled(impl, shape, seed, t, lr, weight_decay):
         what,
         param,
     )
-    assert_close(
-        alone,
-        param * (1 - lr * weight_decay),
-        what=f"{what}: with no gradient, AdamW only shrinks the weights, to param * (1 - lr * "
-        "weight_decay) (a decay added to the gradient would take a whole Adam step of size lr)",
-        rtol=1e-12,
-        atol=1e-12,
-    )
+    if not np.allclose(alone, param * (1 - lr * weight_decay), rtol=1e-12, atol=1e-12):
+        moved = np.abs(param - alone)
+        fail(
+            f"{what}: with no gradient, AdamW only shrinks the weights, to param * (1 - lr * "
+            f"weight_decay), each by {lr * weight_decay:g} of itself; "
+            + (
+                f"yours moved each by about lr = {lr:g}: the decay went into the gradient, and "
+                "Adam's normalisation turned it into a whole step"
+                if np.allclose(moved, lr, rtol=1e-3)
+                else shrink_diagnosis(param - alone, param, lr, weight_decay)
+            )
+        )
 
     what = f"adamw_step(param {shape}, grad, m, v, t={t}, lr={lr}, weight_decay={weight_decay})"
     decayed = unpack(
@@ -360,19 +385,12 @@ def test_adamw_decay_is_decoupled(impl, shape, seed, t, lr, weight_decay):
             rtol=1e-12,
             atol=1e-12,
         )
-    shrink = decayed[0] - plain[0]
-    expected = -lr * weight_decay * param
-    if not np.allclose(shrink, expected, rtol=1e-9, atol=1e-12):
-        factor = float(np.median(shrink / -param))
-        why = (
-            " (the decay must be multiplied by lr: torch shrinks by lr * weight_decay)"
-            if abs(factor - weight_decay) < 1e-6 * weight_decay
-            else ""
-        )
+    shrink = plain[0] - decayed[0]
+    if not np.allclose(shrink, lr * weight_decay * param, rtol=1e-9, atol=1e-12):
         fail(
-            f"{what} minus {plain_what}: the difference should be -lr * weight_decay * param, "
-            f"the old param shrunk by {lr * weight_decay:g}; the median coordinate shrank by "
-            f"{factor:.6g} of the old param{why}"
+            f"{what} vs {plain_what}: the new param should differ by lr * weight_decay * param, "
+            f"the old param shrunk by {lr * weight_decay:g} of itself; "
+            + shrink_diagnosis(shrink, param, lr, weight_decay)
         )
 
 
@@ -447,8 +465,8 @@ def test_inputs_are_not_modified(impl):
             if not np.array_equal(before, after):
                 fail(
                     f"{call} changed the caller's {name} in place; return new arrays instead "
-                    "(m *= beta1 or param -= lr * ... rewrite the caller's arrays: write "
-                    "m = beta1 * m + ... )"
+                    "(m *= beta1 or param -= ... write into the caller's arrays; "
+                    "m = beta1 * m + (1 - beta1) * g makes a new one)"
                 )
 
 

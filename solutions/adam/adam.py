@@ -50,7 +50,7 @@ def sgd_momentum_step(
         velocity = momentum * velocity + g
         param    = param - lr * velocity                      (nesterov=False)
         param    = param - lr * (g + momentum * velocity)     (nesterov=True, the new velocity)
-    Returns new arrays and leaves its inputs unchanged.
+    Returns new arrays (float32 stays float32) and leaves its inputs unchanged.
     """
     _check("sgd_momentum_step", param, grad=grad, velocity=velocity)
     ### BEGIN SOLUTION
