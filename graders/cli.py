@@ -228,13 +228,25 @@ def _write_reports(results: list, exercises: list[str], out: Path) -> None:
     print(f"gradebook: {out / 'gradebook.csv'}\nclass report: {out / 'report.html'}")
 
 
-def _progress_printer() -> Callable[[str], None]:
-    count = 0
+def _progress_printer() -> Callable[[str, int], None]:
+    """A progress bar on a terminal; a line per graded (learner, exercise) otherwise."""
+    count, bar, task = 0, None, None
 
-    def show(job: str) -> None:
-        nonlocal count
+    def show(job: str, total: int) -> None:
+        nonlocal count, bar, task
         count += 1
-        print(f"  graded {count}: {job}", file=sys.stderr, flush=True)
+        if not sys.stderr.isatty():
+            print(f"  graded {count}/{total}: {job}", file=sys.stderr, flush=True)
+            return
+        if bar is None:
+            from rich.progress import Progress
+
+            bar = Progress(transient=True)
+            bar.start()
+            task = bar.add_task("grading", total=total)
+        bar.update(task, advance=1, description=f"graded {job}")
+        if count == total:
+            bar.stop()
 
     return show
 

@@ -339,8 +339,13 @@ def in_shard(learner: str, shard: tuple[int, int], everyone: list[str]) -> bool:
 
 
 def grade_class(
-    submissions: Path, out: Path, options: Options, progress: Callable[[str], None] | None = None
+    submissions: Path,
+    out: Path,
+    options: Options,
+    progress: Callable[[str, int], None] | None = None,
 ) -> list[LearnerResult]:
+    """Grade every learner in `submissions` (this shard of them) into `out`; `progress(job,
+    total)` is told of each (learner, exercise) pair as it finishes."""
     from graders.submissions import discover
 
     out.mkdir(parents=True, exist_ok=True)
@@ -363,7 +368,7 @@ def grade_class(
             {"learner": submission.learner, "exercise": slug, "cases": [vars(c) for c in cases]}
         )
         if progress:
-            progress(f"{submission.learner}/{slug}")
+            progress(f"{submission.learner}/{slug}", len(jobs))
 
     try:
         with ThreadPoolExecutor(max(1, options.jobs)) as executor:
