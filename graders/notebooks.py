@@ -58,6 +58,11 @@ c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.course_id = "llm-ladder"
 # Specs run many hypothesis examples and hidden cases build large inputs: allow minutes per cell.
 c.Execute.timeout = 600
+# The stub that replaces each solution block in the learners' copy.
+c.ClearSolutions.code_stub = {
+    "python": "# YOUR CODE HERE\\n"
+    'raise NotImplementedError("not implemented yet: see the README above")'
+}
 # A test cell deleted by a learner is put back and graded, rather than silently skipped.
 c.OverwriteCells.add_missing_cells = True
 # Feedback renders the graded notebooks: keep the hidden cases' payloads out of it.
@@ -231,14 +236,13 @@ def readme_cells(slug: str) -> list[dict]:
     ]
 
 
-def _chunks(source: str, own_cell: Callable[[ast.stmt], bool]) -> list[str]:
-    """Split a module into cell texts: each statement for which `own_cell` holds gets a cell;
-    runs of other statements share one. Comments right above a statement go with it."""
+def _chunks(source: str, own_cell: Callable[[ast.stmt], bool]) -> list[tuple[str, list]]:
+    """Split a module into (cell text, its statements): each statement for which `own_cell`
+    holds gets a cell; runs of other statements share one. Comments right above go with it."""
     lines = source.splitlines()
-    body = ast.parse(source).body
     groups: list[tuple[int, list[ast.stmt]]] = []
     previous_end = 0
-    for node in body:
+    for node in ast.parse(source).body:
         start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
         while start > previous_end and lines[start - 1].lstrip().startswith("#"):
             start -= 1
@@ -248,9 +252,8 @@ def _chunks(source: str, own_cell: Callable[[ast.stmt], bool]) -> list[str]:
             groups[-1][1].append(node)
         previous_end = node.end_lineno or node.lineno
     bounds = [0] + [start for start, _ in groups[1:]] + [len(lines)]
-    return [
-        text for a, b in itertools.pairwise(bounds) if (text := "\n".join(lines[a:b]).strip("\n"))
-    ]
+    texts = ["\n".join(lines[a:b]).strip("\n") for a, b in itertools.pairwise(bounds)]
+    return [(text, nodes) for text, (_, nodes) in zip(texts, groups, strict=True)]
 
 
 def _is_definition(node: ast.stmt) -> bool:
@@ -266,7 +269,7 @@ def module_cells(slug: str) -> list[dict]:
     answer cells."""
     source = _read(kit_root() / "solutions" / slug / f"{slug}.py")
     cells, answers = [], 0
-    for i, text in enumerate(_chunks(source, _is_definition)):
+    for i, (text, _) in enumerate(_chunks(source, _is_definition)):
         is_answer = any(line.strip() == BEGIN for line in text.splitlines())
         answers += is_answer
         kind = "answer" if is_answer else "given"
@@ -299,18 +302,13 @@ def spec_cells(slug: str) -> list[dict]:
         _cell("markdown", heading, f"{slug}-specs"),
         _cell("code", setup, f"{slug}-spec-setup"),
     ]
-    tree = ast.parse(source)
-    fixtures = _spec_fixtures(tree)
-    for i, text in enumerate(_chunks(source, _is_spec)):
-        node = ast.parse(text).body[-1] if text.strip() else None
-        if node is not None and _is_spec(node) and len(ast.parse(text).body) == 1:
-            _check_fixtures(slug, node, fixtures)
-            run = f"\n\n\nrun_spec({node.name}, impl)"
-            cells.append(
-                _cell(
-                    "code", text + run, f"{slug}-spec-{node.name}", grade=True, points=SPEC_POINTS
-                )
-            )
+    fixtures = _spec_fixtures(ast.parse(source))
+    for i, (text, nodes) in enumerate(_chunks(source, _is_spec)):
+        if len(nodes) == 1 and _is_spec(nodes[0]):
+            name = nodes[0].name
+            _check_fixtures(slug, nodes[0], fixtures)
+            text += f"\n\n\nrun_spec({name}, impl)"
+            cells.append(_cell("code", text, f"{slug}-spec-{name}", grade=True, points=SPEC_POINTS))
         else:
             cells.append(_cell("code", text, f"{slug}-spec-helpers-{i}"))
     return cells
@@ -322,7 +320,8 @@ def _bound_names(source: str) -> dict[str, str | None]:
     for node in ast.parse(source).body:
         if isinstance(node, ast.Import):
             for a in node.names:
-                names[a.asname or a.name.split(".")[0]] = f"{a.name}:"
+                bound = a.name if a.asname else a.name.split(".")[0]
+                names[a.asname or bound] = f"{bound}:"
         elif isinstance(node, ast.ImportFrom):
             for a in node.names:
                 names[a.asname or a.name] = f"{node.module}:{a.name}"
@@ -410,7 +409,8 @@ def hidden_cells(slug: str) -> list[dict]:
         text = "\n".join(
             [
                 f"# Hidden case {i + 1} of {len(cases)}: {case.name} "
-                f"({case.points:g} point{'s' if case.points != 1 else ''}).",
+                f"({case.points:g} point{'s' if case.points != 1 else ''}"
+                f"{'; its speed is graded by `ladder grade`' if case.speed_ratio else ''}).",
                 BEGIN_HIDDEN,
                 "from graders.notebooks import hidden_case",
                 "",
@@ -454,8 +454,8 @@ def _payload(slug: str, index: int, case: Any, cases_source: str, oracle: Any) -
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buffer, "w") as zf:
         plain.dump(expected, Path(tmp), "expected")
         zf.writestr("case.json", json.dumps(meta), zipfile.ZIP_DEFLATED)
-        for name in ("expected.json", "expected.npz"):
-            zf.write(Path(tmp) / name, name, zipfile.ZIP_DEFLATED, compresslevel=9)
+        for path in sorted(Path(tmp).iterdir()):  # expected.json, and .npz when there are arrays
+            zf.write(path, path.name, zipfile.ZIP_DEFLATED, compresslevel=9)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -481,7 +481,7 @@ def _unpack(payload: str) -> tuple[dict, Any]:
         if meta.get("format") != PAYLOAD_FORMAT:
             raise NotebookError(f"this hidden case is not in the {PAYLOAD_FORMAT} format")
         with tempfile.TemporaryDirectory() as tmp:
-            for name in ("expected.json", "expected.npz"):
+            for name in {"expected.json", "expected.npz"} & set(zf.namelist()):
                 (Path(tmp) / name).write_bytes(zf.read(name))
             return meta, plain.load(Path(tmp), "expected")
 
@@ -587,11 +587,20 @@ def fingerprint(value: Any, where: str = "") -> list:
     if kind is None:
         return [[where, repr(value)]]
     array = value.detach().cpu() if kind == "tensor" else value
-    if kind == "tensor" and array.dtype.is_floating_point:
-        array = array.double()
-    flat = np.asarray(array).astype(np.float64).reshape(-1)
-    weights = np.arange(flat.size) % 7 + 1.0
-    return [[where, list(value.shape), str(value.dtype), float(flat.sum()), float(flat @ weights)]]
+    if kind == "tensor" and (array.dtype.is_floating_point or array.dtype.is_complex):
+        array = array.cdouble() if array.dtype.is_complex else array.double()
+    with np.errstate(all="ignore"):
+        flat = np.asarray(array).reshape(-1)
+        if flat.dtype.kind == "c":
+            flat = np.concatenate([flat.real, flat.imag])
+        flat = flat.astype(np.float64)
+        nan, inf = np.isnan(flat), np.isinf(flat)
+        signs = [int((inf & (flat > 0)).sum()), int((inf & (flat < 0)).sum())]
+        counts = f"{int(nan.sum())} nan, {signs[0]} +inf, {signs[1]} -inf"
+        flat = np.where(nan | inf, 0.0, flat)
+        weights = np.arange(flat.size) % 7 + 1.0
+        sums = [float(flat.sum()), float(flat @ weights)]
+    return [[where, list(value.shape), f"{value.dtype}; {counts}", *sums]]
 
 
 def _same_fingerprint(here: list, there: list) -> bool:

@@ -175,6 +175,15 @@ def test_a_grader_that_crashes_still_leaves_a_result(autograder, tmp_path):
     assert data["score"] == 0 and "The autograder failed (JSONDecodeError" in data["output"]
 
 
+def test_a_submission_that_runs_out_of_time_still_leaves_a_result(autograder, tmp_path):
+    root = unpack(autograder, tmp_path)
+    config = root / "source" / "ladder-gradescope.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "timeout": 1}))
+    (root / "submission" / f"{SLUG}.py").write_text("")
+    data = run_autograder(root)
+    assert data["score"] == 0 and "took longer than 1 s" in data["output"]
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "taken.zip").write_text("")
     for args, message in [

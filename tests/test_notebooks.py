@@ -217,11 +217,8 @@ def failed_cells(course: Path, student: str) -> set[str]:
     }
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory) -> SimpleNamespace:
+def graded_course(tmp: Path) -> SimpleNamespace:
     """A course of one assignment, generated, submitted by three students, autograded, exported."""
-    pytest.importorskip("nbgrader", reason="nbgrader is the kit's `course` extra")
-    tmp = tmp_path_factory.mktemp("nbgrader")
     root = tmp / "course"
     made = run_ladder("notebooks", str(root), "--exercise", SLUG)
     assert made.returncode == 0, made.stderr
@@ -259,7 +256,7 @@ def graded_points(nb: dict) -> dict[str, float]:
     }
 
 
-def test_the_released_notebook_holds_no_solution_and_no_hidden_test(course):
+def check_the_release_holds_no_solution_and_no_hidden_test(course: SimpleNamespace) -> None:
     released = json.dumps(course.release)
     for marker in (BEGIN, END, notebooks.BEGIN_HIDDEN, "hidden_case", "from graders.grade"):
         assert marker not in released
@@ -269,27 +266,29 @@ def test_the_released_notebook_holds_no_solution_and_no_hidden_test(course):
     assert notebooks.BEGIN_HIDDEN in source and solution_lines(SLUG)[0] in source
 
 
-def test_the_released_notebook_is_a_whole_exercise(course):
+def check_the_release_is_a_whole_exercise(course: SimpleNamespace) -> None:
     cells = course.release["cells"]
     readme = (ROOT / "exercises" / SLUG / "README.md").read_text()
     markdown = "\n".join(text(c) for c in cells if c["cell_type"] == "markdown")
     headings = re.findall(r"(?m)^## .+$", readme)
     assert headings and all(h in markdown for h in headings)
     code = [text(c) for c in cells if c["cell_type"] == "code"]
-    assert any("YOUR CODE HERE" in c for c in code)
+    assert any("YOUR CODE HERE" in c and "see the README above" in c for c in code)
     for name in spec_names(SLUG):
         assert any(f"def {name}(" in c and f"run_spec({name}, impl)" in c for c in code)
     hidden = [c for c in cells if grade_id(c).startswith(f"{SLUG}-hidden-")]
     assert len(hidden) == len(grade.hidden_cases(SLUG))
 
 
-def test_a_correct_notebook_gets_full_marks(course):
+def check_a_correct_notebook_gets_full_marks(course: SimpleNamespace) -> None:
     total = sum(graded_points(course.source).values())
     assert course.scores["correct"] == (total, total)
     assert failed_cells(course.root, "correct") == set()
 
 
-def test_a_wrong_notebook_loses_exactly_the_points_of_what_its_mistake_fails(course):
+def check_a_wrong_notebook_loses_the_points_of_what_its_mistake_fails(
+    course: SimpleNamespace,
+) -> None:
     points = graded_points(course.source)
     expected = course.expected["wrong"]
     assert expected, "the mutant should fail something"
@@ -298,6 +297,29 @@ def test_a_wrong_notebook_loses_exactly_the_points_of_what_its_mistake_fails(cou
     assert course.scores["wrong"] == (total - sum(points[c] for c in expected), total)
 
 
-def test_an_untouched_notebook_gets_nothing(course):
+def check_an_untouched_notebook_gets_nothing(course: SimpleNamespace) -> None:
     total = sum(graded_points(course.source).values())
     assert course.scores["untouched"] == (0.0, total)
+
+
+def check_collected_notebooks_become_modules_for_ladder_grade(course: SimpleNamespace) -> None:
+    out = course.root.parent / "submissions"
+    result = run_ladder("notebooks", str(course.root), "--extract", str(out))
+    assert result.returncode == 0, result.stderr
+    modules = {p.parent.name: p.read_text() for p in out.glob(f"*/{SLUG}.py")}
+    assert set(modules) == set(STUDENTS)
+    reference = (ROOT / "solutions" / SLUG / f"{SLUG}.py").read_text()
+    assert ast.dump(ast.parse(modules["correct"])) == ast.dump(ast.parse(reference))
+    assert 'raise NotImplementedError("not implemented yet' in modules["untouched"]
+
+
+def test_nbgrader_generates_autogrades_and_exports_the_course(tmp_path):
+    """One test, so that the course is graded once whatever the number of pytest workers."""
+    pytest.importorskip("nbgrader", reason="nbgrader is the kit's `course` extra")
+    course = graded_course(tmp_path)
+    check_the_release_holds_no_solution_and_no_hidden_test(course)
+    check_the_release_is_a_whole_exercise(course)
+    check_a_correct_notebook_gets_full_marks(course)
+    check_a_wrong_notebook_loses_the_points_of_what_its_mistake_fails(course)
+    check_an_untouched_notebook_gets_nothing(course)
+    check_collected_notebooks_become_modules_for_ladder_grade(course)
