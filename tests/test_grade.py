@@ -91,12 +91,14 @@ def test_every_mutant_fails_a_hidden_case_and_is_diagnosed_by_name(slug, name):
 
 @pytest.fixture(scope="module")
 def small_class(tmp_path_factory) -> Path:
-    """Four learners on attention: the reference, the stub, a known mistake, a missing file."""
+    """Five learners on attention: the reference, the stub, a known mistake, a missing file, and
+    one who tries to kill the grader."""
     folder = tmp_path_factory.mktemp("class")
     sources = {
         "ada": impl.module_path("attention", "solutions").read_text(),
         "grace": impl.module_path("attention", "exercises").read_text(),
         "alan": demo.mutant_source("attention", "heads_not_transposed"),
+        "mallory": (ROOT / "tests" / "hostile" / "kill_parent.py").read_text(),
     }
     for learner, source in sources.items():
         (folder / learner).mkdir()
@@ -117,6 +119,7 @@ def test_grade_a_class_and_name_the_mistake(small_class, tmp_path):
     assert float(book["grace"]["total"]) == 0
     assert 0 < float(book["alan"]["total"]) < top
     assert float(book["edsger"]["total"] or 0) == 0
+    assert float(book["mallory"]["total"]) == 0  # and ada, graded beside, keeps full marks
     feedback = (tmp_path / "alan" / "feedback.md").read_text()
     assert "heads are split with a reshape and no transpose" in feedback
     assert (tmp_path / "report.html").is_file() and (tmp_path / "ada" / "results.json").is_file()
@@ -147,9 +150,9 @@ def test_a_killed_run_resumes_without_regrading_or_losing(small_class, tmp_path)
         time.sleep(0.2)
     os.killpg(first.pid, 9)  # mid-run, with at least one learner graded
     first.wait()
-    assert 1 <= graded(journal) < 4
+    assert 1 <= graded(journal) < 5
     assert subprocess.run(command, cwd=ROOT, capture_output=True).returncode == 0
-    assert graded(journal) == 4, "each learner graded once, none lost"
+    assert graded(journal) == 5, "each learner graded once, none lost"
     assert float(gradebook(tmp_path)["ada"]["total"]) == float(
         gradebook(tmp_path)["(max points)"]["total"]
     )
@@ -178,7 +181,7 @@ def test_shards_merge_into_the_whole_class(small_class, tmp_path):
             ).returncode
             == 0
         )
-        assert len(gradebook(part)) - 1 == 2  # two learners each, plus the max row
+        assert len(gradebook(part)) - 1 == (3 if k == 1 else 2)  # every other learner; max row
     merged = tmp_path / "merged"
     assert (
         run_ladder(
