@@ -638,12 +638,24 @@ class NotebookModule:
             ) from None
 
 
-class SpecFailed(AssertionError):
+class _Plain:
+    """IPython shows this exception as its message alone: no cell source around it (which, for
+    a hidden test, would show the hidden code in nbgrader's feedback)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class SpecFailed(_Plain, AssertionError):
     """A public spec failed in a notebook; the message says which run and why."""
 
 
-class HiddenCaseFailed(AssertionError):
+class HiddenCaseFailed(_Plain, AssertionError):
     """A hidden case failed in a notebook."""
+
+
+class HiddenCaseError(_Plain, RuntimeError):
+    """A hidden case could not run here (not the learner's doing)."""
 
 
 @contextlib.contextmanager
@@ -671,9 +683,14 @@ def _show_on_stdout(
 
 def prepare() -> None:
     """Load the kit's hypothesis profile (as the pytest plugin does) before any spec is defined,
-    and show warnings on stdout from now on (nbgrader scores a cell that writes to stderr 0)."""
+    keep hypothesis's files in a temporary folder, and show warnings on stdout from now on
+    (nbgrader scores a test cell that writes to stderr 0)."""
     import graders.pytest_plugin  # noqa: F401 (loading it registers and loads the profile)
 
+    with contextlib.suppress(ImportError, AttributeError):  # no .hypothesis/ beside the notebook
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(tempfile.mkdtemp(prefix="ladder-hypothesis-"))
     warnings.showwarning = _show_on_stdout
 
 
@@ -793,8 +810,11 @@ def run_spec(spec: Callable, impl: NotebookModule) -> None:
 
 
 def _teaches(err: BaseException) -> bool:
-    """A failure whose message says it all (no traceback needed)."""
-    return isinstance(err, AssertionError | NotImplementedError)
+    """A failure whose message says it all (no traceback needed): a spec's verdict, or the
+    stub's NotImplementedError. A bare `assert` keeps its traceback, which shows the line."""
+    return isinstance(err, NotImplementedError) or (
+        isinstance(err, AssertionError) and bool(str(err))
+    )
 
 
 def _failure(label: str, err: BaseException) -> SpecFailed:
@@ -817,36 +837,43 @@ def _cases_module(slug: str, source: str) -> ModuleType:
 
 def hidden_case(impl: NotebookModule, payload: str) -> None:
     """Grade one hidden case on the notebook's code; raise HiddenCaseFailed when it fails."""
-    from graders import plain
-    from graders.grade import compare
-
-    meta, expected = _unpack(payload)
-    case = _cases_module(meta["slug"], meta["cases"]).CASES[meta["index"]]
+    try:
+        meta, expected = _unpack(payload)
+        case = _cases_module(meta["slug"], meta["cases"]).CASES[meta["index"]]
+    except Exception as err:
+        raise HiddenCaseError(f"this hidden case cannot be read: {err!r}") from None
     if case.name != meta["name"]:
-        raise NotebookError(f"hidden case {meta['index']} is {case.name!r}, not {meta['name']!r}")
+        raise HiddenCaseError(f"hidden case {meta['index']} is {case.name!r}, not {meta['name']!r}")
     inputs = case.inputs(case.seed)
     if not _same_fingerprint(fingerprint(inputs), meta["fingerprint"]):
-        raise NotebookError(
+        raise HiddenCaseError(
             f"the inputs of hidden case {case.name!r} come out differently here than where "
             "the notebook was built (another torch or numpy?); rebuild it with `ladder notebooks`"
         )
+    verdict = _judge(case, impl, inputs, expected)
+    if verdict:
+        raise HiddenCaseFailed(f"{case.name}: {verdict}")
+    print(f"✓ hidden case: {case.name}")
+
+
+def _judge(case: Any, impl: NotebookModule, inputs: dict, expected: Any) -> str | None:
+    """What is wrong with the notebook's output on one case, or None."""
+    from graders import plain
+    from graders.grade import compare
+
     try:
         with _quiet(), tempfile.TemporaryDirectory() as tmp:
             plain.dump(case.call(impl, **inputs), Path(tmp), "actual")  # as the sandbox returns
             actual = plain.load(Path(tmp), "actual")
     except Exception as err:
-        raise HiddenCaseFailed(f"{case.name}: {type(err).__name__}: {err}") from None
+        return f"{type(err).__name__}: {err}"
     try:
         if case.compare:
-            verdict = case.compare(actual, expected, case.inputs(case.seed))
-        else:
-            actual, expected, verdict = _match_samples(actual, expected)
-            verdict = verdict or compare(actual, expected, case, "cpu")
+            return case.compare(actual, expected, case.inputs(case.seed))
+        actual, expected, verdict = _match_samples(actual, expected)
+        return verdict or compare(actual, expected, case, "cpu")
     except Exception as err:
-        verdict = f"the output could not be compared: {type(err).__name__}: {err}"
-    if verdict:
-        raise HiddenCaseFailed(f"{case.name}: {verdict}")
-    print(f"✓ hidden case: {case.name}")
+        return f"the output could not be compared: {type(err).__name__}: {err}"
 
 
 # ---------------------------------------------------------------------------------------------

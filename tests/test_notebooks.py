@@ -1,7 +1,8 @@
 """`ladder notebooks`: the nbgrader course goes through nbgrader's own `generate_assignment`,
-`autograde` and `export`; a correct notebook gets full marks, a wrong one loses exactly the points
-of the specs and hidden cases its mistake fails, and the released notebook holds no solution and
-no hidden test. Every exercise with hidden cases builds into a well-formed notebook."""
+`autograde`, `export` and `generate_feedback`; a correct notebook gets full marks, a wrong one
+loses exactly the points of the specs and hidden cases its mistake fails, an untouched one gets
+nothing, and neither the released notebook nor the feedback holds a solution or a hidden test.
+Every exercise with hidden cases builds into a well-formed notebook."""
 
 from __future__ import annotations
 
@@ -238,6 +239,7 @@ def graded_course(tmp: Path) -> SimpleNamespace:
     oracle.start()  # pytest on the mutant runs while nbgrader grades
     nbgrader(root, env, "autograde", SLUG)
     nbgrader(root, env, "export")
+    nbgrader(root, env, "generate_feedback", SLUG)
     oracle.join()
     with open(root / "grades.csv", newline="") as f:
         scores = {
@@ -302,6 +304,14 @@ def check_an_untouched_notebook_gets_nothing(course: SimpleNamespace) -> None:
     assert course.scores["untouched"] == (0.0, total)
 
 
+def check_feedback_shows_no_hidden_test(course: SimpleNamespace) -> None:
+    """The feedback keeps the failing hidden cases' messages, not their code or data."""
+    html = (course.root / "feedback" / "wrong" / SLUG / f"{SLUG}.html").read_text()
+    assert "HiddenCaseFailed" in html
+    for secret in (notebooks.BEGIN_HIDDEN, "hidden_case(", "UEsDB"):  # UEsDB: a zip in base64
+        assert secret not in html
+
+
 def check_collected_notebooks_become_modules_for_ladder_grade(course: SimpleNamespace) -> None:
     out = course.root.parent / "submissions"
     result = run_ladder("notebooks", str(course.root), "--extract", str(out))
@@ -322,4 +332,5 @@ def test_nbgrader_generates_autogrades_and_exports_the_course(tmp_path):
     check_a_correct_notebook_gets_full_marks(course)
     check_a_wrong_notebook_loses_the_points_of_what_its_mistake_fails(course)
     check_an_untouched_notebook_gets_nothing(course)
+    check_feedback_shows_no_hidden_test(course)
     check_collected_notebooks_become_modules_for_ladder_grade(course)
