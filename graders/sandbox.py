@@ -132,7 +132,11 @@ def bwrap_argv(
         args += ["--unshare-all"]
     binds = _read_only_dirs(device)
     etc = [Path("/etc/ld.so.cache"), Path("/etc/localtime")]
-    for d in _ancestors([*binds, *etc, Path(SANDBOX_DIR), Path("/tmp")]):
+    for d in _ancestors([Path(SANDBOX_DIR), Path("/tmp")]):
+        args += ["--perms", "0755", "--dir", str(d)]
+    # The private folders first: a kit or venv that lives under /tmp is bound on top of them.
+    args += ["--bind", str(workdir), SANDBOX_DIR, "--bind", str(workdir / "tmp"), "/tmp"]
+    for d in _ancestors([*binds, *etc]):
         args += ["--perms", "0755", "--dir", str(d)]
     for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(link):
@@ -147,7 +151,6 @@ def bwrap_argv(
     if device.startswith("cuda"):
         args += _cuda_binds()
     args += _masks([*hide, GRADERS_ROOT / "solutions", kit_root() / "solutions"], binds)
-    args += ["--bind", str(workdir), SANDBOX_DIR, "--bind", str(workdir / "tmp"), "/tmp"]
     args += ["--chdir", SANDBOX_DIR, "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
