@@ -138,7 +138,7 @@ def stage(submission: Path, learners: Path, exercises: list[str]) -> list[str]:
 
     notes: list[str] = []
     learners.mkdir(parents=True, exist_ok=True)
-    top = [p for p in submission.iterdir()] if submission.is_dir() else []
+    top = list(submission.iterdir()) if submission.is_dir() else []
     if len(top) == 1 and _regular(top[0]) and top[0].name.lower().endswith(ARCHIVES):
         suffix = next(s for s in ARCHIVES if top[0].name.lower().endswith(s))
         shutil.copyfile(top[0], learners / f"{LEARNER}{suffix}")

@@ -405,7 +405,7 @@ def hidden_cells(slug: str) -> list[dict]:
     cells = [_cell("markdown", heading, f"{slug}-hidden")]
     for i, case in enumerate(cases):
         payload = _payload(slug, i, case, source, oracle)
-        lines = textwrap_payload(payload)
+        lines = _wrap(payload)
         text = "\n".join(
             [
                 f"# Hidden case {i + 1} of {len(cases)}: {case.name} "
@@ -422,7 +422,8 @@ def hidden_cells(slug: str) -> list[dict]:
     return cells
 
 
-def textwrap_payload(payload: str, width: int = 96) -> str:
+def _wrap(payload: str, width: int = 96) -> str:
+    """The payload in lines of `width` characters (base64 decoding skips the newlines)."""
     return "".join(payload[i : i + width] + "\n" for i in range(0, len(payload), width))
 
 

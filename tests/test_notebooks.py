@@ -107,6 +107,45 @@ def test_extract_module_keeps_magics_out_of_the_module():
     assert "pass  # notebook magic: %timeit 1" in module
 
 
+SPEC = """
+import pytest
+from graders.checks import fail
+
+@pytest.fixture
+def numbers():
+    yield [1, 2]
+    torn_down.append(True)
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_total(impl, numbers, k, tmp_path):
+    assert tmp_path.is_dir()
+    if impl.total(numbers) + k != 3 + k:
+        fail(f"total({numbers}) is {impl.total(numbers)}")
+
+def test_bare_assert(impl):
+    assert impl.total([1]) == 1
+"""
+
+
+def test_run_spec_runs_parametrisations_with_fixtures_and_says_what_failed():
+    namespace = {"torn_down": []}
+    exec(SPEC, namespace)
+    notebooks.run_spec(namespace["test_total"], notebooks.NotebookModule({"total": sum}, "x"))
+    assert namespace["torn_down"] == [True, True]
+    wrong = notebooks.NotebookModule({"total": len}, "x")
+    with pytest.raises(
+        notebooks.SpecFailed, match=r"test_total\[0\] failed:\ntotal\(\[1, 2\]\) is 2"
+    ):
+        notebooks.run_spec(namespace["test_total"], wrong)
+    with pytest.raises(AttributeError, match="defines no 'total'") as missing:
+        notebooks.run_spec(namespace["test_total"], notebooks.NotebookModule({}, "x"))
+    assert "(in the public spec test_total[0])" in missing.value.__notes__
+    bare = notebooks.NotebookModule({"total": lambda xs: 0}, "x")
+    with pytest.raises(AssertionError) as failure:  # its traceback shows the line
+        notebooks.run_spec(namespace["test_bare_assert"], bare)
+    assert not isinstance(failure.value, notebooks.SpecFailed)
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     cases = [
         (["notebooks", str(tmp_path / "a"), "--exercise", "no_such_thing"], "no exercise named"),
