@@ -47,7 +47,7 @@ class Options:
 
 def hidden_cases(slug: str) -> list[Case]:
     path = kit_root() / "solutions" / slug / "cases.py"
-    return list(impl._execute(path, f"ladder.cases.{slug}").CASES) if path.is_file() else []
+    return list(impl.execute(path, f"ladder.cases.{slug}").CASES) if path.is_file() else []
 
 
 # ---------------------------------------------------------------------------------------------

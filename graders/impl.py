@@ -29,7 +29,7 @@ def module_path(slug: str, impl: str = "exercises") -> Path:
     return root / slug / f"{slug}.py"
 
 
-def _execute(path: Path, name: str, source: str | None = None) -> ModuleType:
+def execute(path: Path, name: str, source: str | None = None) -> ModuleType:
     if source is None:
         if not path.is_file():
             raise ImplementationError(f"{path} does not exist")
@@ -58,26 +58,26 @@ def _execute(path: Path, name: str, source: str | None = None) -> ModuleType:
 def mutants(slug: str) -> dict[str, Mutant]:
     """The known mistakes of an exercise, from `solutions/<slug>/mutants.py`."""
     path = kit_root() / "solutions" / slug / "mutants.py"
-    return collect(vars(_execute(path, f"ladder.mutants.{slug}"))) if path.is_file() else {}
+    return collect(vars(execute(path, f"ladder.mutants.{slug}"))) if path.is_file() else {}
 
 
 @cache
 def load(slug: str, impl: str = "exercises", mutant: str | None = None) -> ModuleType:
     """The module of `slug` from `impl`; with `mutant`, a fresh reference carrying that mistake."""
     if mutant is None:
-        return _execute(module_path(slug, impl), f"ladder.{_tag(impl)}.{slug}")
+        return execute(module_path(slug, impl), f"ladder.{_tag(impl)}.{slug}")
     path = module_path(slug, "solutions")
     name = f"ladder.mutant.{slug}.{mutant}"
     if mutant == STUB:
         from graders.stubs import make_stub
 
-        return _execute(path, name, make_stub(path.read_text(encoding="utf-8"), slug))
+        return execute(path, name, make_stub(path.read_text(encoding="utf-8"), slug))
     known = mutants(slug)
     if mutant not in known:
         raise ImplementationError(
             f"{slug} has no mutant {mutant!r}; known: {', '.join([STUB, *known])}"
         )
-    module = _execute(path, name)
+    module = execute(path, name)
     *owner_path, attr = known[mutant].target.split(".")
     owner = module
     for part in owner_path:

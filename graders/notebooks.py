@@ -828,11 +828,11 @@ _CASES: dict[str, ModuleType] = {}
 
 
 def _cases_module(slug: str, source: str) -> ModuleType:
-    from graders.impl import _execute
+    from graders.impl import execute
 
     key = _digest(source)
     if key not in _CASES:
-        _CASES[key] = _execute(Path(f"<hidden cases of {slug}>"), f"ladder.nb.{slug}", source)
+        _CASES[key] = execute(Path(f"<hidden cases of {slug}>"), f"ladder.nb.{slug}", source)
     return _CASES[key]
 
 

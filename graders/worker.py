@@ -514,7 +514,7 @@ def _import(child: _Child, slug: str, mutant: str | None) -> str | None:
         if mutant is not None:
             child.module = impl.load(slug, "solutions", mutant)
         else:
-            child.module = impl._execute(path, f"ladder.worker.{slug}")
+            child.module = impl.execute(path, f"ladder.worker.{slug}")
     except impl.ImplementationError as err:
         return str(err).replace(f"{path.parent}/", "")
     except SystemExit as err:
