@@ -24,15 +24,6 @@ seeds = st.integers(0, 2**16)
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The oracle's tensors are tiny: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Problem:
     """Noisy least squares: loss(w) = scale * |A w - b|^2 / 2, and each step's gradient carries
     fresh noise of its own, as a mini-batch's does. w has any shape; A acts on it flattened."""

@@ -23,15 +23,6 @@ GRAD_RTOL, GRAD_ATOL = 1e-9, 1e-10
 seeds = st.integers(0, 2**16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The oracle's tensors are tiny: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 epsilons = st.sampled_from([1e-5, 1e-3, 0.1])
 
 

@@ -26,15 +26,6 @@ TOL = {torch.float32: (1e-5, 1e-4), torch.float64: (RTOL, ATOL)}
 seeds = st.integers(0, 2**16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The oracle's tensors are tiny: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @st.composite
 def geometry(draw, max_kernel=4, square=False):
     """(N, C, H, W), (kh, kw), stride and padding such that at least one patch fits."""

@@ -24,15 +24,6 @@ F16_SMALLEST = 2.0**-24  # float16's smallest positive (subnormal) value, about 
 seeds = st.integers(0, 2**16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The oracle's tensors are tiny: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Kind:
     """Numpy arrays, or torch tensors on a device: what the specs hand to the learner's code."""
 
