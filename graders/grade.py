@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from graders import impl
+from graders import impl, plain
 from graders.cases import Case
 from graders.checks import SpecFailure, assert_close, tolerance
 from graders.curriculum import kit_root
@@ -52,17 +52,6 @@ def hidden_cases(slug: str) -> list[Case]:
 
 # ---------------------------------------------------------------------------------------------
 # The trusted side: inputs, expected outputs, comparison, diagnosis.
-
-
-def to_device(value: Any, device: str) -> Any:
-    """Move every tensor in a nest of dicts and lists to `device`."""
-    if hasattr(value, "to") and type(value).__module__.startswith("torch"):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(to_device(v, device) for v in value)
-    return value
 
 
 def compare(
@@ -147,8 +136,8 @@ class Oracle:
             if key not in self._cache:
                 module = impl.load(self.slug, "solutions", mutant)
                 try:
-                    result = case.call(module, **to_device(case.inputs(seed), self.device))
-                    self._cache[key] = to_device(result, "cpu")
+                    result = case.call(module, **plain.to_device(case.inputs(seed), self.device))
+                    self._cache[key] = plain.to_device(result, "cpu")
                 except Exception as err:  # a mutant may crash where the learner's code did too
                     self._cache[key] = err
             return self._cache[key]

@@ -53,6 +53,20 @@ def dump(obj: Any, folder: Path, name: str) -> None:
     (folder / f"{name}.json").write_text(text, encoding="utf-8")
 
 
+def to_device(obj: Any, device: str) -> Any:
+    """Move every torch tensor in a nest of dicts, lists and tuples to `device`."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise PlainDataError(f"containers nested more than {MAX_DEPTH} deep (a cycle?)")

@@ -534,7 +534,7 @@ def _load(child: _Child, n: str) -> None:
         child.pending = {
             "n": n,
             "call": namespace[request["call_name"]],
-            "inputs": _to_device(request["inputs"], child.device),
+            "inputs": plain.to_device(request["inputs"], child.device),
         }
     except BaseException as err:
         child.pending = {}
@@ -599,19 +599,6 @@ def _single_thread() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
-
-
-def _to_device(obj: Any, device: str) -> Any:
-    torch = sys.modules.get("torch")
-    if device == "cpu" or torch is None:
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
 
 
 def _sync(device: str) -> None:
