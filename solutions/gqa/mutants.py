@@ -46,11 +46,16 @@ def cache_overwrites(self, k, v):
     "costs time that grows with the square of the length",
 )
 def recompute_prefix(self, x, is_causal=False, cache=None):
-    if cache is None:
-        return ref.GroupedQueryAttention.forward(self, x, is_causal)
-    everything, _ = cache.update(x[:, None], x[:, None])  # (B, 1, T, d_model): the inputs so far
-    full = ref.GroupedQueryAttention.forward(self, everything[:, 0], is_causal)
-    return full[:, -x.shape[1] :]
+    T_new = x.shape[1]
+    if cache is not None:  # the cache keeps the inputs so far, (B, 1, T, d_model)
+        x = cache.update(x[:, None], x[:, None])[0][:, 0]
+    B, T, _ = x.shape
+    q, k, v = (
+        p(x).view(B, T, -1, self.head_dim).transpose(1, 2)
+        for p in (self.q_proj, self.k_proj, self.v_proj)
+    )
+    out = ref.grouped_query_attention(q, k, v, is_causal)
+    return self.out_proj(out.transpose(1, 2).reshape(B, T, self.d_model))[:, T - T_new :]
 
 
 @mutant(
