@@ -19,7 +19,7 @@ from graders.checks import fail
 from graders.curriculum import kit_root
 
 SPECIAL = "<|endoftext|>"
-# Sennrich, Haddow and Birch's toy corpus (their Figure 1: low 5, lower 2, newest 6, widest 3),
+# Sennrich, Haddow and Birch's toy corpus (their Algorithm 1: low 5, lower 2, newest 6, widest 3),
 # as one text; GPT-2's pre-tokenizer gives "low" once and " low" four times.
 TOY = " ".join(["low"] * 5 + ["lower"] * 2 + ["newest"] * 6 + ["widest"] * 3)
 # Worked out by hand in the README: the most frequent pair, ties to the greater pair.
