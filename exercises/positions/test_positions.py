@@ -260,7 +260,8 @@ def test_bucket_matrix_of_positions(impl, device, T_q, T_k, bidirectional):
     if buckets.device != rel.device or buckets.dtype != torch.int64:
         fail(f"{what} returned {buckets.dtype} on {buckets.device}; expected int64 on {rel.device}")
     # The same numbers as one call on the T_q + T_k - 1 distinct relative positions.
-    line = impl.relative_position_bucket(torch.arange(-T_q + 1, T_k), bidirectional, 16, 32)
+    line = torch.arange(-T_q + 1, T_k, device=device)
+    line = impl.relative_position_bucket(line, bidirectional, 16, 32)
     expected = torch.stack([line[T_q - 1 - i : T_q - 1 - i + T_k] for i in range(T_q)])
     assert_close(
         buckets.cpu(),
@@ -341,7 +342,7 @@ def test_rope_scores_depend_only_on_offset(impl, device, D, m, n, shift, seed):
     def score(a, b):
         at = torch.tensor([a], device=device)
         bt = torch.tensor([b], device=device)
-        return (impl.apply_rope(q, at) * impl.apply_rope(k, bt)).sum().item()
+        return (impl.apply_rope(q.clone(), at) * impl.apply_rope(k.clone(), bt)).sum().item()
 
     before, after = score(m, n), score(m + shift, n + shift)
     if abs(before - after) > 1e-9 * (1 + abs(before)):
@@ -368,8 +369,8 @@ def test_rope_with_a_kv_cache(impl, device):
     # A prompt of 7 tokens at positions 0..6, then 3 new tokens: the new ones must come out as
     # they would have in the full sequence, rotated at positions 7, 8, 9, not at 0, 1, 2.
     x = randn(2, 4, 10, 16, seed=4, device=device)
-    whole = impl.apply_rope(x, torch.arange(10, device=device))
-    new = impl.apply_rope(x[..., 7:, :], torch.arange(7, 10, device=device))
+    whole = impl.apply_rope(x.clone(), torch.arange(10, device=device))
+    new = impl.apply_rope(x[..., 7:, :].clone(), torch.arange(7, 10, device=device))
     assert_close(
         new,
         whole[..., 7:, :],
