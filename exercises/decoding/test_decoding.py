@@ -513,7 +513,8 @@ def test_length_penalty_follows_wu_et_al(impl, device, alpha, expected):
         fail(
             f"{what}: the candidates are [0] (eos) with log P = log 0.4 and [1, 0] with "
             f"log P = log 0.315; divided by lp(|y|) = ((5 + |y|) / 6) ** {alpha} they score "
-            f"{short:.6f} and {long:.6f}. Expected {expected} with score {want:.6f}; got {tokens} with score {score:.6f}"
+            f"{short:.6f} and {long:.6f}. Expected {expected} with score {want:.6f}; got {tokens} "
+            f"with score {score:.6f}"
         )
 
 

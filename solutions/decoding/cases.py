@@ -214,22 +214,22 @@ def compare_support(actual, expected, inputs):
 # ---------------------------------------------------------------- beam search
 
 
-def run_beam(m, embed, position, out, bos, eos, beam_width, max_len, length_penalty):
-    """Beam search over a model whose logits read the mean embedding of the whole prefix."""
+def run_beams(m, embed, position, out, bos, eos, settings):
+    """Beam search over a model whose logits read the mean embedding of the whole prefix, once for
+    each (beam_width, max_len, length_penalty) in settings."""
     import torch
 
     def step_fn(tokens):
         h = torch.tanh(embed[tokens].mean(dim=1) + position[tokens.shape[1]])
         return h @ out
 
-    tokens, score = m.beam_search(
-        step_fn, bos, eos, beam_width, max_len, length_penalty, device=embed.device
-    )
-    return {"tokens": tokens, "score": score}
-
-
-def run_beams(m, embed, position, out, bos, eos, settings):
-    return [run_beam(m, embed, position, out, bos, eos, *s) for s in settings]
+    results = []
+    for beam_width, max_len, length_penalty in settings:
+        tokens, score = m.beam_search(
+            step_fn, bos, eos, beam_width, max_len, length_penalty, device=embed.device
+        )
+        results.append({"tokens": tokens, "score": score})
+    return results
 
 
 def _prefix_model(seed, V, d, max_len, eos_bias=0.0):
@@ -248,18 +248,14 @@ def _prefix_model(seed, V, d, max_len, eos_bias=0.0):
 def exhaustive_inputs(seed):
     return {
         **_prefix_model(seed, V=4, d=8, max_len=4),
-        "beam_width": 300,  # > 4**4: nothing is pruned
-        "max_len": 4,
-        "length_penalty": 0.8,
+        "settings": [(300, 4, 0.8)],  # 300 beams > 4**4 sequences: nothing is pruned
     }
 
 
 def greedy_beam_inputs(seed):
     return {
         **_prefix_model(seed, V=30, d=16, max_len=15, eos_bias=-4.0),
-        "beam_width": 1,
-        "max_len": 15,
-        "length_penalty": 0.0,
+        "settings": [(1, 15, 0.0)],
     }
 
 
@@ -273,9 +269,7 @@ def narrow_inputs(seed):
 def long_beam_inputs(seed):
     return {
         **_prefix_model(seed, V=4000, d=64, max_len=30, eos_bias=-30.0),
-        "beam_width": 8,
-        "max_len": 30,
-        "length_penalty": 0.6,
+        "settings": [(8, 30, 0.6)],
     }
 
 
@@ -329,14 +323,14 @@ CASES = [
     ),
     Case(
         "beam search as wide as the tree finds the optimum (length penalty 0.8)",
-        call=run_beam,
+        call=run_beams,
         inputs=exhaustive_inputs,
         points=2,
         seed=7,
     ),
     Case(
         "beam search with one beam, 30 tokens, 15 steps",
-        call=run_beam,
+        call=run_beams,
         inputs=greedy_beam_inputs,
         seed=8,
     ),
@@ -359,7 +353,7 @@ CASES = [
     ),
     Case(
         "speed: beam search with 8 beams over 4000 tokens, 30 steps",
-        call=run_beam,
+        call=run_beams,
         inputs=long_beam_inputs,
         points=0.5,
         seed=11,
