@@ -124,8 +124,8 @@ def test_rel_shift_hand_worked_example(impl, device):
     check_rel_shift(impl.rel_shift(scores), scores, "rel_shift(scores (3, 5) float64)")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @given(
+    dtype=st.sampled_from(DTYPES),
     lead=st.lists(st.integers(1, 3), max_size=2),
     T_q=st.integers(1, 8),
     memory=st.integers(0, 5),
@@ -475,8 +475,12 @@ def test_alibi_slopes_other_head_counts(impl, device, n):
     )
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@given(n_heads=st.integers(1, 12), T_q=st.integers(1, 6), memory=st.integers(0, 6))
+@given(
+    dtype=st.sampled_from(DTYPES),
+    n_heads=st.integers(1, 12),
+    T_q=st.integers(1, 6),
+    memory=st.integers(0, 6),
+)
 def test_alibi_bias_matches_the_definition(impl, device, dtype, n_heads, T_q, memory):
     T_k = T_q + memory
     slopes = paper_slopes(n_heads)
