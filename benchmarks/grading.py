@@ -45,7 +45,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
         for case in cases:  # the reference's outputs, computed before the clock starts
             oracle.output(case, case.seed)
         start = time.perf_counter()
-        with Worker(impl.module_path(slug, "solutions"), slug, sandboxed=True) as worker:
+        with Worker({slug: impl.module_path(slug, "solutions")}, sandboxed=True) as worker:
             first = cases[0]
             worker.call(Request.of(first.name, first.call, first.inputs(first.seed)))
             started = time.perf_counter() - start  # start-up and imports, then one call

@@ -36,7 +36,7 @@ def echo(m, x):
 
 def start_time(module: Path, slug: str, sandboxed: bool) -> float:
     begin = time.perf_counter()
-    with Worker(module, slug, sandboxed=sandboxed) as w:
+    with Worker({slug: module}, sandboxed=sandboxed) as w:
         reply = w.call(Request.of("start", nothing, {}), timeout=120)
         assert reply.ok, reply.error
         return time.perf_counter() - begin
@@ -76,7 +76,7 @@ def main() -> None:
     tensor = torch.randn(2**18)  # 1 MB of float32
     print(f"per call, median of {args.rounds} (ms): call as timed / whole round trip")
     for sandboxed in (False, True):
-        with Worker(reference, "attention", sandboxed=sandboxed) as w:
+        with Worker({"attention": reference}, sandboxed=sandboxed) as w:
             w.call(Request.of("warm", nothing, {}), timeout=120)
             trivial = call_times(w, Request.of("nothing", nothing, {}), args.rounds)
             big = call_times(w, Request.of("echo", echo, {"x": tensor}), args.rounds)

@@ -14,6 +14,8 @@ from typing import Any
 # `call(module, **inputs)` returns plain data: a tensor or array, a number, a string, or lists and
 # dicts of those. It is shipped to the sandbox as source, so it must be a top-level function of
 # cases.py that uses only its arguments, builtins, and modules it imports inside its body.
+# A checkpoint's call gets, instead of a module, the path of a folder holding each of its pieces as
+# `<slug>/<slug>.py` (the learner's in the sandbox, the reference's on the trusted side).
 Call = Callable[..., Any]
 # `compare(actual, expected, inputs)` is None when the learner's output is right, else a message.
 Compare = Callable[[Any, Any, dict], str | None]
@@ -31,3 +33,4 @@ class Case:
     compare: Compare | None = None  # for exact, statistical or structural checks
     speed_ratio: float | None = None  # the learner may take up to this times the reference's time
     speed_points: float = 0.0
+    timeout: float | None = None  # seconds for one call; None: the grader's wall-clock limit

@@ -80,6 +80,17 @@ def assert_close(
 
 
 def _compare_values(a: np.ndarray, e: np.ndarray, what: str, rtol: float, atol: float) -> None:
+    if e.dtype.kind == "b" or (e.dtype.kind in "iu" and rtol == atol == 0):
+        differ = a != e  # booleans and integers compare exactly (no subtraction, no wrap-around)
+        if differ.any():
+            at = _index(differ)
+            fail(
+                f"{what}: {int(differ.sum())} of {differ.size} values differ; the first, at index "
+                f"{at}, is {a[at].item()!r} where {e[at].item()!r} was expected (compared exactly)"
+            )
+        return
+    if e.dtype.kind in "iu":  # a tolerance on integers: differences as floats, never wrapping
+        a, e = a.astype(np.float64), e.astype(np.float64)
     bad_finite = np.isfinite(e) & ~np.isfinite(a)
     if bad_finite.any():
         fail(

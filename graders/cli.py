@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from graders import readme, runner, stubs
-from graders.curriculum import Exercise, UnknownExercise, all_exercises, exercise, stages
+from graders.curriculum import Exercise, UnknownExercise, all_exercises, exercise, pieces, stages
 
 
 def _headline(message: str, width: int = 300) -> str:
@@ -127,7 +127,9 @@ def _progress_table(rows: list[tuple[Exercise, str]], done: int) -> None:
 
 
 def cmd_stubs(args: argparse.Namespace) -> int:
-    changed = stubs.sync(check=args.check)
+    for slug in args.slugs:
+        exercise(slug)  # an unknown name fails here, naming the known ones
+    changed = stubs.sync(check=args.check, slugs=args.slugs or None)
     for path in changed:
         print(f"{'out of date' if args.check else 'wrote'}: {path}")
     if args.check and changed:
@@ -148,13 +150,10 @@ def _check_hidden(ex: Exercise, impl_root: str) -> int:
     options = grade.Options(exercises=(ex.slug,))
     pool = grade.ReferencePool(options)
     try:
-        cases = grade.grade_module(
-            impl.module_path(ex.slug, impl_root),
-            ex.slug,
-            grade.Oracle(ex.slug, options.device),
-            pool,
-            options,
-        )
+        modules = {p: impl.module_path(p, impl_root) for p in pieces(ex.slug)}
+        oracles = {ex.slug: grade.Oracle(ex.slug, options.device)}
+        modules = {p: path for p, path in modules.items() if path.is_file()}
+        cases = grade.grade_learner(modules, [ex.slug], oracles, pool, options)[ex.slug]
     finally:
         pool.close()
     score, top = sum(c.score for c in cases), sum(c.max_score for c in cases)
@@ -329,6 +328,7 @@ def parser() -> argparse.ArgumentParser:
     p = add(
         "stubs", cmd_stubs, "regenerate exercises/*/<slug>.py and README API blocks from solutions/"
     )
+    p.add_argument("slugs", nargs="*", help="only these exercises (default: all)")
     p.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
     p = add("grade", cmd_grade, "grade a class of submissions with the hidden cases")
     p.add_argument(

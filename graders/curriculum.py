@@ -76,3 +76,9 @@ def exercise(slug: str) -> Exercise:
             return ex
     known = ", ".join(e.slug for e in all_exercises())
     raise UnknownExercise(f"no exercise named {slug!r} on the ladder; known exercises: {known}")
+
+
+def pieces(slug: str) -> tuple[str, ...]:
+    """The modules that grading `slug` needs: its own, or a checkpoint's pieces."""
+    ex = exercise(slug)
+    return ex.uses if ex.is_checkpoint else (slug,)

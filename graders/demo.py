@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from graders import impl
-from graders.curriculum import kit_root
+from graders.curriculum import kit_root, pieces
 
 HOSTILE = {  # learner -> (exercise, attack from tests/hostile/): contained, scored zero, harmless
     "mallory": ("attention", "read_reference.py"),
@@ -42,7 +42,15 @@ def mutant_source(slug: str, name: str) -> str:
         first = decorators[-1].end_lineno + 1 if decorators else node.lineno  # drop @mutant(...)
         keep.append("\n".join(lines[first - 1 : node.end_lineno]))
     target = impl.mutants(slug)[name].target
-    snapshot = "ref = _types.SimpleNamespace(**globals())  # the module as written above"
+    snapshot = (
+        "def _as_written(value):  # a class is copied, so the mistake patched in below spares ref\n"
+        "    if isinstance(value, type) and value.__module__ == __name__:\n"
+        "        skip = ('__dict__', '__weakref__')\n"
+        "        body = {k: v for k, v in vars(value).items() if k not in skip}\n"
+        "        return type(value.__name__, value.__bases__, body)\n"
+        "    return value\n\n\n"
+        "ref = _types.SimpleNamespace(**{k: _as_written(v) for k, v in globals().items()})"
+    )
     mistakes = "\n\n".join(keep)
     return (
         f"{reference}\n\n# A demo learner's mistake: {name}\nimport types as _types\n\n"
@@ -55,6 +63,7 @@ def build(folder: Path, exercises: list[str]) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     learners: dict[str, dict[str, str]] = {"ada": {}, "grace": {}}
+    exercises = list(dict.fromkeys(p for slug in exercises for p in pieces(slug)))
     for slug in exercises:
         learners["ada"][slug] = impl.module_path(slug, "solutions").read_text(encoding="utf-8")
         learners["grace"][slug] = impl.module_path(slug, "exercises").read_text(encoding="utf-8")

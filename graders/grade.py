@@ -1,13 +1,16 @@
 """`ladder grade`: grade a class with the hidden cases, learner code in the sandbox.
 
 The trusted side builds every input from a seed, computes the reference's (and, for diagnosis, each
-mutant's) outputs in this process, and compares. A learner's module only ever runs in a sandboxed
-worker that receives plain data and returns plain data. Each finished (learner, exercise) pair is
-appended to `journal.jsonl` at once, so a killed run resumes where it stopped.
+mutant's) outputs in this process, and compares. A learner's modules only ever run in a sandboxed
+worker (one per learner) that receives plain data and returns plain data. A checkpoint is graded
+like an exercise: its cases run the learner's pieces together and the trusted side judges what
+comes back. Each finished (learner, exercise) pair is appended to `journal.jsonl` at once, so a
+killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -26,9 +29,9 @@ import numpy as np
 from graders import impl, plain
 from graders.cases import Case
 from graders.checks import SpecFailure, assert_close, tolerance
-from graders.curriculum import kit_root
+from graders.curriculum import exercise, kit_root, pieces
 from graders.results import CaseResult, LearnerResult
-from graders.worker import Limits, Request, Worker
+from graders.worker import ALL, Limits, Request, Worker
 
 SPEED_ROUNDS = (
     5  # timing rounds per speed case: learner and reference interleaved, medians compared
@@ -43,6 +46,11 @@ class Options:
     shard: tuple[int, int] = (1, 1)  # (K, N): grade the K-th of N deterministic parts of the class
     limits: Limits = field(default_factory=Limits)
     speed_rounds: int = SPEED_ROUNDS
+
+
+def _target(slug: str) -> str:
+    """What a case's call receives: the exercise's module, or a checkpoint's folder of pieces."""
+    return ALL if exercise(slug).is_checkpoint else slug
 
 
 def hidden_cases(slug: str) -> list[Case]:
@@ -134,7 +142,10 @@ class Oracle:
         key = (mutant, case.name, seed)
         with self._lock:
             if key not in self._cache:
-                module = impl.load(self.slug, "solutions", mutant)
+                if _target(self.slug) == ALL:  # the reference's pieces, laid out as a checkpoint's
+                    module = str(kit_root() / "solutions")
+                else:
+                    module = impl.load(self.slug, "solutions", mutant)
                 try:
                     result = case.call(module, **plain.to_device(case.inputs(seed), self.device))
                     self._cache[key] = plain.to_device(result, "cpu")
@@ -193,8 +204,7 @@ class ReferencePool:
             worker = free.get_nowait()
         except queue.Empty:
             worker = Worker(
-                impl.module_path(slug, "solutions"),
-                slug,
+                {slug: impl.module_path(slug, "solutions")},
                 sandboxed=False,
                 device=self.options.device,
                 limits=self.options.limits,
@@ -210,30 +220,48 @@ class ReferencePool:
                 free.get_nowait().close()
 
 
+def grade_learner(
+    modules: dict[str, Path],
+    slugs: list[str],
+    oracles: dict[str, Oracle],
+    pool: ReferencePool,
+    options: Options,
+    done: Callable[[str, list[CaseResult]], None] | None = None,
+) -> dict[str, list[CaseResult]]:
+    """Every hidden case of `slugs` for one learner's modules (slug -> file), all in one sandboxed
+    worker; `done(slug, results)` is told as each exercise finishes."""
+    needed = {p: modules[p] for slug in slugs for p in pieces(slug) if p in modules}
+    results = {}
+    with contextlib.ExitStack() as stack:
+        learner = None
+        if needed:
+            worker = Worker(needed, sandboxed=True, device=options.device, limits=options.limits)
+            learner = stack.enter_context(worker)
+        for slug in slugs:
+            missing = [f"{p}.py" for p in pieces(slug) if p not in needed]
+            if missing:
+                why = f"no {' or '.join(missing)} in the submission"
+                results[slug] = [_lost(slug, case, why) for case in hidden_cases(slug)]
+            else:
+                cases = hidden_cases(slug)
+                results[slug] = [
+                    _grade_case(case, learner, oracles[slug], pool, options) for case in cases
+                ]
+            if done:
+                done(slug, results[slug])
+    return results
+
+
 def grade_module(
     module: Path | None, slug: str, oracle: Oracle, pool: ReferencePool, options: Options
 ) -> list[CaseResult]:
     """Every hidden case of `slug` for one learner's module (None: the submission lacks it)."""
-    cases = hidden_cases(slug)
-    if module is None:
-        return [
-            CaseResult(
-                slug,
-                c.name,
-                0.0,
-                c.points,
-                f"no {slug}.py in the submission",
-                max_speed_points=c.speed_points,
-            )
-            for c in cases
-        ]
-    results = []
-    with Worker(
-        module, slug, sandboxed=True, device=options.device, limits=options.limits
-    ) as learner:
-        for case in cases:
-            results.append(_grade_case(case, learner, oracle, pool, options))
-    return results
+    modules = {slug: module} if module is not None else {}
+    return grade_learner(modules, [slug], {slug: oracle}, pool, options)[slug]
+
+
+def _lost(slug: str, case: Case, why: str) -> CaseResult:
+    return CaseResult(slug, case.name, 0.0, case.points, why, max_speed_points=case.speed_points)
 
 
 def _grade_case(
@@ -243,8 +271,8 @@ def _grade_case(
         oracle.slug, case.name, 0.0, case.points, max_speed_points=case.speed_points
     )
     reply = learner.call(
-        Request.of(case.name, case.call, case.inputs(case.seed)),
-        timeout=options.limits.wall_seconds,
+        Request.of(case.name, case.call, case.inputs(case.seed), _target(oracle.slug)),
+        timeout=case.timeout or options.limits.wall_seconds,
     )
     if not reply.ok:
         result.message = reply.error or "the call failed"
@@ -273,7 +301,8 @@ def _grade_speed(
         for r in range(options.speed_rounds):
             inputs = case.inputs(case.seed + 1 + r)
             reply = learner.call(
-                Request.of(case.name, case.call, inputs), timeout=options.limits.wall_seconds
+                Request.of(case.name, case.call, inputs, result.exercise),
+                timeout=case.timeout or options.limits.wall_seconds,
             )
             if not reply.ok:
                 result.message = f"speed run {r + 1}: {reply.error}"
@@ -339,25 +368,33 @@ def grade_class(
 
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / "journal.jsonl")
-    found = discover(submissions, out / ".work", list(options.exercises))
+    needed = list(dict.fromkeys(p for slug in options.exercises for p in pieces(slug)))
+    found = discover(submissions, out / ".work", needed)
     everyone = [s.learner for s in found]
     mine = [s for s in found if in_shard(s.learner, options.shard, everyone)]
     done = journal.entries()
     for s in mine:
         if (s.learner, "") not in done:
             journal.append({"learner": s.learner, "exercise": "", "notes": s.notes, "cases": []})
-    jobs = [(s, slug) for s in mine for slug in options.exercises if (s.learner, slug) not in done]
+    jobs = [
+        (s, todo)
+        for s in mine
+        if (todo := [slug for slug in options.exercises if (s.learner, slug) not in done])
+    ]
+    total = sum(len(todo) for _, todo in jobs)
     oracles = {slug: Oracle(slug, options.device) for slug in options.exercises}
     pool = ReferencePool(options)
 
     def run(job: tuple) -> None:
-        submission, slug = job
-        cases = grade_module(submission.modules.get(slug), slug, oracles[slug], pool, options)
-        journal.append(
-            {"learner": submission.learner, "exercise": slug, "cases": [vars(c) for c in cases]}
-        )
-        if progress:
-            progress(f"{submission.learner}/{slug}", len(jobs))
+        submission, todo = job
+
+        def finished(slug: str, cases: list[CaseResult]) -> None:
+            entry = {"learner": submission.learner, "exercise": slug}
+            journal.append({**entry, "cases": [vars(c) for c in cases]})
+            if progress:
+                progress(f"{submission.learner}/{slug}", total)
+
+        grade_learner(submission.modules, todo, oracles, pool, options, finished)
 
     try:
         with ThreadPoolExecutor(max(1, options.jobs)) as executor:

@@ -12,13 +12,18 @@ class Mutant:
     target: str  # what it replaces: "function" or "Class.method"
     diagnosis: str  # one line, said to the learner whose output matches this mutant
     replacement: Callable
+    slow: bool = False  # right answers, too slowly: caught by a speed case, not by a spec
 
 
-def mutant(target: str, diagnosis: str) -> Callable[[Callable], Callable]:
-    """Mark a function of `solutions/<slug>/mutants.py` as a known mistake replacing `target`."""
+def mutant(target: str, diagnosis: str, *, slow: bool = False) -> Callable[[Callable], Callable]:
+    """Mark a function of `solutions/<slug>/mutants.py` as a known mistake replacing `target`.
+
+    `slow=True` marks a mistake of speed (a Python loop where the paper vectorises): its answers
+    are right, so the kit proves instead that grading it loses a speed case's points.
+    """
 
     def mark(fn: Callable) -> Callable:
-        fn.__ladder_mutant__ = Mutant(fn.__name__, target, diagnosis, fn)
+        fn.__ladder_mutant__ = Mutant(fn.__name__, target, diagnosis, fn, slow)
         return fn
 
     return mark

@@ -2,10 +2,10 @@
 
 `dump(obj, folder, name)` writes `name.json` and `name.npz` (only when there are arrays);
 `load(folder, name)` reads them back.
-Plain data is None, bool, int, float (inf and nan included), str, lists, tuples, dicts with str
-keys, numpy arrays and scalars of bool/int/uint/float/complex dtypes, and dense torch tensors of any
-dtype (bfloat16 and float8 travel as raw bits with their dtype written down). Everything else, and
-every subclass of those types, is refused with a `PlainDataError`.
+Plain data is None, bool, int, float (inf and nan included), str, bytes, lists, tuples, dicts with
+str keys, numpy arrays and scalars of bool/int/uint/float/complex dtypes, and dense torch tensors
+of any dtype (bfloat16 and float8 travel as raw bits with their dtype written down). Everything
+else, and every subclass of those types, is refused with a `PlainDataError`.
 
 `load` is the trust boundary: what it reads may have been written by a hostile submission, so it
 opens files without following links, caps their size, checks every array header before numpy
@@ -75,6 +75,8 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], depth: int) -> Any:
         return obj
     if kind is float:
         return obj if math.isfinite(obj) else {"float": repr(obj)}
+    if kind is bytes:
+        return {"bytes": obj.hex()}
     if kind is list:
         return [_encode(x, arrays, depth + 1) for x in obj]
     if kind is tuple:
@@ -265,6 +267,12 @@ class _Decoder:
             raise PlainDataError("a dict node must hold an object")
         return {k: self.decode(v, depth + 1) for k, v in items.items()}
 
+    def _bytes(self, node: dict, depth: int) -> bytes:
+        try:
+            return bytes.fromhex(node["bytes"])
+        except (TypeError, ValueError):
+            raise PlainDataError("a bytes node must hold hexadecimal digits") from None
+
     def _float(self, node: dict, depth: int) -> float:
         if node["float"] not in _NONFINITE:
             raise PlainDataError(f"unknown float {node['float']!r}")
@@ -321,6 +329,7 @@ _TAGS = {
     "tuple": [{"tuple"}],
     "dict": [{"dict"}],
     "float": [{"float"}],
+    "bytes": [{"bytes"}],
     "ndarray": [{"ndarray", "dtype", "shape"}],
     "scalar": [{"scalar", "dtype", "shape"}],
     "tensor": [{"tensor", "dtype", "shape"}, {"tensor", "dtype", "shape", "raw"}],

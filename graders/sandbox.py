@@ -58,7 +58,7 @@ class Limits:
     output_bytes: int = 2**20  # stdout + stderr per call (prints, logging)
     disk_bytes: int = 2**30  # everything in its work folder
     open_files: int = 256
-    start_seconds: float = 120.0  # starting the worker and importing the module
+    start_seconds: float = 120.0  # importing one module
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from graders.curriculum import kit_root
@@ -135,12 +136,13 @@ def render_readme(readme: str, api: str, slug: str) -> str:
     return API_BLOCK.sub(lambda m: f"{m[1]}```python\n{api}```\n{m[3]}", readme, count=1)
 
 
-def sync(check: bool = False) -> list[Path]:
-    """Regenerate every stub and README API block; return the files changed (or stale)."""
+def sync(check: bool = False, slugs: Iterable[str] | None = None) -> list[Path]:
+    """Regenerate every stub and README API block (or those of `slugs`); return the files changed
+    (or stale)."""
     changed = []
     for solution in sorted((kit_root() / "solutions").glob("*/*.py")):
         slug = solution.parent.name
-        if solution.stem != slug:
+        if solution.stem != slug or (slugs is not None and slug not in slugs):
             continue
         source = solution.read_text(encoding="utf-8")
         folder = kit_root() / "exercises" / slug

@@ -1,16 +1,21 @@
-"""A long-lived worker process that runs one module's code and answers with plain data only.
+"""A long-lived worker process that runs one learner's modules and answers with plain data only.
 
 The trusted parent (`Worker`) starts `python -P -m graders.worker CONFIG` (inside bubblewrap for
 a learner's submission), and they talk through two private pipes and a work folder:
 
-    worker -> parent   ready | import-error                   (the module was imported, or not)
+    worker -> parent   ready                                  (started and confined)
+    parent -> worker   import SLUG   worker: imports that module, once per process
+    worker -> parent   imported SLUG | import-error SLUG      (import-error-SLUG.txt says why)
     parent -> worker   load N        worker: reads req-N.json/.npz, moves inputs to the device
     worker -> parent   loaded N | failed N                    (failed: err-N.txt says why)
     parent -> worker   go N          worker: out = call(module, **inputs), syncs CUDA, dumps out-N
     worker -> parent   done N ok|error CPU_SECONDS [restart]  (error: err-N.txt says why)
 
-The parent times `go N` -> `done N` itself, so a submission that patches its clocks cannot look
-faster; loading the inputs is not timed. stdout and stderr are pipes the parent drains and caps.
+One worker serves every module of one learner (`<slug>/<slug>.py` in its folder), so the cost
+of starting Python and importing torch is paid once per learner; a module that cannot be imported
+fails only the requests that need it. The parent times `go N` -> `done N` itself, so a submission
+that patches its clocks cannot look faster; loading the inputs is not timed. stdout and stderr are
+pipes the parent drains and caps.
 When the process dies, hangs or floods, the parent kills it (its process group, bubblewrap's pid
 namespace, every process of its private uid) and the reply says what happened in plain words; the
 next call starts a fresh worker. Everything the worker writes is read back with `plain.load`.
@@ -32,8 +37,8 @@ import tempfile
 import textwrap
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,28 +53,39 @@ from graders.sandbox import (
     size_words,
 )
 
-__all__ = ["Limits", "Reply", "Request", "Worker"]
+__all__ = ["ALL", "Limits", "Reply", "Request", "Worker"]
+
+ALL = "*"  # a request's target meaning the folder of all modules (a checkpoint runs its pieces)
 
 ERROR_BYTES = 16_384  # the most of an error text the parent reads
 LOG_BYTES = 4_096  # the tail of stdout + stderr kept for a reply
 MAX_ENTRIES = 10_000  # files and folders the worker may make in its work folder
 DISK_CHECK_SECONDS = 0.5
+STARTUP_SECONDS = 120.0  # Python and the worker's own imports; no learner code runs before ready
 DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
 class Request:
-    """One call: `call_name`, defined by `call_source`, is called as `call(module, **inputs)`."""
+    """One call: `call_name`, defined by `call_source`, is called as `call(module, **inputs)`.
+
+    `target` is the slug of the module the call receives; None for the worker's only module, and
+    `ALL` for the path of the folder that holds every module as `<slug>/<slug>.py`.
+    """
 
     case: str
     call_source: str
     call_name: str
     inputs: dict
+    target: str | None = None
 
     @classmethod
-    def of(cls, case: str, call: Callable[..., Any], inputs: dict) -> Request:
+    def of(
+        cls, case: str, call: Callable[..., Any], inputs: dict, target: str | None = None
+    ) -> Request:
         """A request for a top-level function (as `Case.call`), shipped as its source."""
-        return cls(case, textwrap.dedent(inspect.getsource(call)), call.__name__, inputs)
+        source = textwrap.dedent(inspect.getsource(call))
+        return cls(case, source, call.__name__, inputs, target)
 
 
 @dataclass(frozen=True)
@@ -91,19 +107,19 @@ class _Died(Exception):
 
 
 class Worker:
-    """A worker for one module file; restarts itself after a crash. Use as a context manager.
+    """A worker for one learner's modules (slug -> file); restarts itself after a crash. Use it
+    as a context manager.
 
     `sandboxed=True` for a learner's submission (bubblewrap, or plain process isolation with a
     warning); False for the reference and the mutants, which get the same protocol without
-    limits. `mutant` (trusted only) loads the reference of `slug` with that mistake applied.
+    limits. `mutant` (trusted only, one module) loads the reference with that mistake applied.
     `hide` lists extra paths (grade folders) that must not be visible even if they lie under a
     folder the sandbox needs.
     """
 
     def __init__(
         self,
-        module_file: Path,
-        slug: str,
+        modules: Mapping[str, Path],
         *,
         sandboxed: bool,
         device: str = "cpu",
@@ -112,14 +128,16 @@ class Worker:
         hide: Sequence[Path] = (),
         workroot: Path | None = None,
     ) -> None:
-        if mutant is not None and sandboxed:
-            raise ValueError("mutants are trusted code: use sandboxed=False")
-        self.module_file, self.slug = Path(module_file).resolve(), slug
+        if mutant is not None and (sandboxed or len(modules) != 1):
+            raise ValueError("a mutant is trusted code in a worker of one module")
+        if not modules or not all(re.fullmatch(r"[a-z][a-z0-9_]*", slug) for slug in modules):
+            raise ValueError(f"modules are named by exercise slugs, not {sorted(modules)}")
+        self.modules = {slug: Path(path).resolve() for slug, path in modules.items()}
         self.sandboxed, self.device, self.limits = sandboxed, device, limits
         self.mutant, self.hide, self.workroot = mutant, tuple(hide), workroot
         self.starts = 0  # how many worker processes were started (restarts included)
         self._proc: _Process | None = None
-        self._broken: str | None = None  # the module cannot be imported: every reply says so
+        self._broken: dict[str, str] = {}  # slug -> why it cannot be imported (every reply says)
         self._numbers = itertools.count(1)
         self._start()
 
@@ -136,14 +154,20 @@ class Worker:
     def call(self, request: Request, timeout: float | None = None) -> Reply:
         """Run one request; never raises for anything the module does."""
         timeout = self.limits.wall_seconds if timeout is None else timeout
-        if self._broken is None and self._proc is None:
+        target = request.target or next(iter(self.modules))
+        if request.target is None and len(self.modules) > 1:
+            raise ValueError("a request to a worker of several modules names its target")
+        if target != ALL and target not in self.modules:
+            return Reply(False, None, f"no {target}.py in the submission", 0.0)
+        if target in self._broken:
+            return Reply(False, None, self._broken[target], 0.0)
+        if self._proc is None:
             self._start()
-        if self._broken is None and not self._proc.ready:
-            self._await_ready()
-        if self._broken is not None:
-            return Reply(False, None, self._broken, 0.0)
+        why = self._ready() or (self._import(target) if target != ALL else None)
+        if why is not None:
+            return Reply(False, None, why, 0.0)
         try:
-            return self._run(self._proc, request, timeout)
+            return self._run(self._proc, replace(request, target=target), timeout)
         except _Died as died:
             log = self._proc.take_log()
             seconds = self._proc.elapsed()
@@ -161,7 +185,7 @@ class Worker:
     # -- one process -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        workdir = Path(tempfile.mkdtemp(prefix=f"ladder-{self.slug}-", dir=self.workroot))
+        workdir = Path(tempfile.mkdtemp(prefix="ladder-worker-", dir=self.workroot))
         try:
             self._proc = self._launch(workdir)
         except BaseException:
@@ -171,18 +195,25 @@ class Worker:
 
     def _launch(self, workdir: Path) -> _Process:
         (workdir / "tmp").mkdir()
-        module = self.module_file
-        if self.sandboxed:  # the worker sees a copy, never the learner's folder
-            (workdir / "submission").mkdir()
-            module = workdir / "submission" / f"{self.slug}.py"
-            shutil.copyfile(self.module_file, module)
-            module.chmod(0o644)
+        tree = workdir / "submission"  # <slug>/<slug>.py for each module
+        for slug, path in self.modules.items():
+            (tree / slug).mkdir(parents=True)
+            if self.sandboxed:  # the worker sees copies, never the learner's folder
+                shutil.copyfile(path, tree / slug / f"{slug}.py")
+                (tree / slug / f"{slug}.py").chmod(0o644)
+                (tree / slug).chmod(0o755)
+            else:
+                (tree / slug / f"{slug}.py").symlink_to(path)
+        tree.chmod(0o755)
         plan = launch_plan(workdir, sandboxed=self.sandboxed, device=self.device, hide=self.hide)
-        inner = Path(plan.inner_dir)
+        inner = Path(plan.inner_dir) / "submission" if self.sandboxed else tree
         config = {
-            "dir": str(inner),
-            "module": str(inner / "submission" / module.name) if self.sandboxed else str(module),
-            "slug": self.slug,
+            "dir": plan.inner_dir,
+            "tree": str(inner),
+            "modules": {
+                slug: str(inner / slug / f"{slug}.py") if self.sandboxed else str(path)
+                for slug, path in self.modules.items()
+            },
             "device": self.device,
             "mutant": self.mutant,
             "limits": self._child_limits(),
@@ -200,22 +231,44 @@ class Worker:
             limits["memory_bytes"] = None
         return limits
 
-    def _await_ready(self) -> None:
-        proc, what = self._proc, f"importing {self.slug}.py"
+    def _ready(self) -> str | None:
+        """Wait for a fresh process to start; None, or why it could not."""
+        proc = self._proc
+        if proc.ready:
+            return None
+        try:
+            line = proc.wait_line(time.monotonic() + STARTUP_SECONDS, self.limits, STARTUP_SECONDS)
+            proc.expect(line, "ready")
+        except _Died as died:
+            why = _with_log(f"starting the worker: {died}", proc.take_log())
+            self._stop()
+            return why
+        proc.ready = True
+        return None
+
+    def _import(self, slug: str) -> str | None:
+        """Import `slug` in the process, once; None, or why it cannot be (remembered)."""
+        proc = self._proc
+        if slug in self._broken or slug in proc.imported:
+            return self._broken.get(slug)
+        what = f"importing {slug}.py"
+        proc.send(f"import {slug}")
         try:
             line = proc.wait_line(time.monotonic() + self.limits.start_seconds, self.limits)
         except _Died as died:
-            self._broken = f"{what}: {died}"
+            self._broken[slug] = _with_log(f"{what}: {died}", proc.take_log())
+            self._stop()
+            return self._broken[slug]
+        if line == f"imported {slug}":
+            proc.imported.add(slug)
+            return None
+        if line == f"import-error {slug}":
+            why = proc.read_text(f"import-error-{slug}.txt") or f"{what} failed"
         else:
-            if line == "ready":
-                proc.ready = True
-                return
-            if line == "import-error":
-                self._broken = proc.read_text("import-error.txt") or f"{what} failed"
-            else:
-                self._broken = f"{what}: the worker broke its protocol ({line[:40]!r})"
-        self._broken = _with_log(self._broken, proc.take_log())
-        self._stop()
+            why = f"{what}: the worker broke its protocol ({line[:40]!r})"
+            self._stop()
+        self._broken[slug] = _with_log(why, proc.take_log() if self._proc else "")
+        return self._broken[slug]
 
     def _run(self, proc: _Process, request: Request, timeout: float) -> Reply:
         n = next(self._numbers)
@@ -264,6 +317,7 @@ class _Process:
 
     def __init__(self, workdir: Path, plan: Plan, config: dict, limits: Limits) -> None:
         self.workdir, self.plan, self.limits, self.ready = workdir, plan, limits, False
+        self.imported: set[str] = set()
         self.started = time.perf_counter()
         cmd_r, self.cmd_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
@@ -383,6 +437,7 @@ class _Process:
             "call_source": request.call_source,
             "call_name": request.call_name,
             "inputs": request.inputs,
+            "target": request.target,
         }
         plain.dump(data, self.workdir, f"req-{n}")
         for path in self.workdir.glob(f"req-{n}.*"):
@@ -463,14 +518,16 @@ def _with_log(message: str, log: str) -> str:
 
 @dataclass
 class _Child:
-    """The worker's own state: its folder, module, device and the pending request."""
+    """The worker's own state: its folders, modules, device and the pending request."""
 
     folder: Path
-    module_file: Path
+    tree: Path  # <slug>/<slug>.py for every module
+    files: dict[str, Path]
     device: str
     limits: Limits | None
     reply_fd: int
-    module: Any = None
+    mutant: str | None
+    modules: dict[str, Any] = field(default_factory=dict)
     pending: dict = field(default_factory=dict)
 
     def send(self, line: str) -> None:
@@ -486,35 +543,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = Limits(**config["limits"]) if config["limits"] else None
     if limits is not None:
         confine(limits, config["uid"], config["nproc"])
+    files = {slug: Path(path) for slug, path in config["modules"].items()}
     child = _Child(
-        Path(config["dir"]), Path(config["module"]), config["device"], limits, config["reply_fd"]
+        Path(config["dir"]),
+        Path(config["tree"]),
+        files,
+        config["device"],
+        limits,
+        config["reply_fd"],
+        config["mutant"],
     )
     commands = os.fdopen(config["cmd_fd"], "r", encoding="ascii", errors="replace")
-    error = _import(child, config["slug"], config["mutant"])
-    if error is not None:
-        child.write_error("import-error.txt", error)
-        child.send("import-error")
-        return 0
     child.send("ready")
     for line in commands:
         verb, _, n = line.strip().partition(" ")
-        if verb == "load":
+        if verb == "import" and n in child.files:
+            error = _import(child, n)
+            if error is not None:
+                child.write_error(f"import-error-{n}.txt", error)
+            child.send(f"import-error {n}" if error else f"imported {n}")
+        elif verb == "load":
             _load(child, n)
         elif verb == "go":
             _go(child, n)
     return 0
 
 
-def _import(child: _Child, slug: str, mutant: str | None) -> str | None:
-    """Import the module; None, or what went wrong (file and line where known)."""
+def _import(child: _Child, slug: str) -> str | None:
+    """Import one module; None, or what went wrong (file and line where known)."""
     from graders import impl
 
-    path = child.module_file
+    path = child.files[slug]
     try:
-        if mutant is not None:
-            child.module = impl.load(slug, "solutions", mutant)
+        if child.mutant is not None:
+            child.modules[slug] = impl.load(slug, "solutions", child.mutant)
         else:
-            child.module = impl.execute(path, f"ladder.worker.{slug}")
+            child.modules[slug] = impl.execute(path, f"ladder.worker.{slug}")
     except impl.ImplementationError as err:
         return str(err).replace(f"{path.parent}/", "")
     except SystemExit as err:
@@ -531,9 +595,12 @@ def _load(child: _Child, n: str) -> None:
         request = plain.load(child.folder, f"req-{n}")
         namespace: dict[str, Any] = {"__name__": "ladder_call"}
         exec(compile(request["call_source"], "<case call>", "exec"), namespace)
+        target = request["target"]
         child.pending = {
             "n": n,
             "call": namespace[request["call_name"]],
+            "module": str(child.tree) if target == ALL else child.modules[target],
+            "file": child.files.get(target),
             "inputs": plain.to_device(request["inputs"], child.device),
         }
     except BaseException as err:
@@ -551,7 +618,7 @@ def _go(child: _Child, n: str) -> None:
         if child.pending.get("n") != n:
             raise RuntimeError(f"request {n} was not loaded")
         _single_thread()
-        output = child.pending["call"](child.module, **child.pending["inputs"])
+        output = child.pending["call"](child.pending["module"], **child.pending["inputs"])
         _sync(child.device)
         try:
             plain.dump(output, child.folder, f"out-{n}")
@@ -559,7 +626,8 @@ def _go(child: _Child, n: str) -> None:
             raise plain.PlainDataError(f"the call returned {err}") from None
     except BaseException as err:
         status, restart = "error", _out_of_memory(err)
-        child.write_error(f"err-{n}.txt", describe_error(err, child.module_file, child.limits))
+        module_file = child.pending.get("file")
+        child.write_error(f"err-{n}.txt", describe_error(err, module_file, child.limits))
     child.pending = {}
     usage = os.times()
     cpu = usage.user + usage.system

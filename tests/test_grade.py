@@ -17,11 +17,12 @@ import pytest
 from conftest import ROOT, run_ladder
 
 from graders import demo, grade, impl
-from graders.curriculum import all_exercises
+from graders.curriculum import all_exercises, pieces
 from graders.release import release
 
 GRADED = [ex.slug for ex in all_exercises() if grade.hidden_cases(ex.slug)]
-MUTANTS = [(slug, name) for slug in GRADED for name in impl.mutants(slug)]
+MUTANTS = [(slug, m.name) for slug in GRADED for m in impl.mutants(slug).values() if not m.slow]
+SLOW = [(slug, m.name) for slug in GRADED for m in impl.mutants(slug).values() if m.slow]
 
 
 @functools.cache
@@ -53,16 +54,25 @@ def test_every_exercise_has_hidden_cases():
 
 @pytest.mark.parametrize("slug", GRADED)
 def test_the_reference_graded_as_a_learner_gets_full_marks(slug):
+    lost = [f"{c.case}: {c.message}" for c in grade_pieces(slug) if c.score != c.max_score]
+    assert not lost, "\n".join(lost)
+
+
+def grade_pieces(slug: str, **impls: str) -> list:
+    """Grade `slug` (an exercise or a checkpoint) on the references, or on `piece=impl` files."""
     options = grade.Options(exercises=(slug,))
     pool = grade.ReferencePool(options)
+    modules = {p: impl.module_path(p, impls.get(p, "solutions")) for p in pieces(slug)}
     try:
-        cases = grade.grade_module(
-            impl.module_path(slug, "solutions"), slug, grade.Oracle(slug, "cpu"), pool, options
-        )
+        return grade.grade_learner(modules, [slug], {slug: oracle_of(slug)}, pool, options)[slug]
     finally:
         pool.close()
-    lost = [f"{c.case}: {c.message}" for c in cases if c.score != c.max_score]
-    assert not lost, "\n".join(lost)
+
+
+def test_a_checkpoint_is_graded_on_the_learners_own_pieces():
+    cases = grade_pieces("checkpoint_1", relu="exercises")
+    assert cases and all(c.score == 0 for c in cases), [(c.case, c.score) for c in cases]
+    assert all("kaiming_normal: not implemented yet" in c.message for c in cases), cases[0].message
 
 
 @pytest.mark.parametrize(("slug", "name"), MUTANTS, ids=[f"{s}:{n}" for s, n in MUTANTS])
@@ -87,6 +97,21 @@ def test_every_mutant_fails_a_hidden_case_and_is_diagnosed_by_name(slug, name):
                 named.append(case.name)
     assert failed, f"no hidden case of {slug} catches mutant {name}"
     assert named, f"mutant {name} fails {failed} but the diagnosis never names it"
+
+
+@pytest.mark.parametrize(("slug", "name"), SLOW, ids=[f"{s}:{n}" for s, n in SLOW])
+def test_a_slow_mutant_is_right_but_loses_the_speed_points(slug, name, tmp_path):
+    module = tmp_path / f"{slug}.py"
+    module.write_text(demo.mutant_source(slug, name))
+    options = grade.Options(exercises=(slug,))
+    pool = grade.ReferencePool(options)
+    try:
+        cases = grade.grade_module(module, slug, oracle_of(slug), pool, options)
+    finally:
+        pool.close()
+    assert all(c.points == c.max_points for c in cases), [c.message for c in cases if c.message]
+    slow = [c.case for c in cases if c.speed_points < c.max_speed_points]
+    assert slow, f"{slug}:{name} keeps every speed point: {[c.speed_ratio for c in cases]}"
 
 
 @pytest.fixture(scope="module")

@@ -122,12 +122,12 @@ def separated(mode: str) -> str:
 @pytest.fixture
 def attack(mode: str) -> Iterator:
     """Start a hostile worker; afterwards a fresh worker of a correct submission must work."""
-    control = Worker(HOSTILE / "correct_numpy.py", "attention", sandboxed=True, limits=LIMITS)
+    control = Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=True, limits=LIMITS)
     workers: list[Worker] = []
 
     def start(name: str, limits: Limits = LIMITS, suffix: str = ".py") -> Worker:
         module = HOSTILE / f"{name}{suffix}"
-        workers.append(Worker(module, "attention", sandboxed=True, limits=limits))
+        workers.append(Worker({"attention": module}, sandboxed=True, limits=limits))
         return workers[-1]
 
     yield start
@@ -143,7 +143,7 @@ def attack(mode: str) -> Iterator:
 
 
 def test_correct_submission_round_trip(mode: str) -> None:
-    with Worker(HOSTILE / "correct_numpy.py", "attention", sandboxed=True, limits=LIMITS) as w:
+    with Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=True, limits=LIMITS) as w:
         first, second = w.call(request()), w.call(request())
     assert first.ok and second.ok, first.error
     np.testing.assert_allclose(second.output, expected(**INPUTS))
@@ -369,7 +369,7 @@ def test_network_is_unreachable(attack) -> None:
 
 
 def test_killing_the_grader_fails(attack, separated: str) -> None:
-    with Worker(HOSTILE / "correct_numpy.py", "attention", sandboxed=False) as bystander:
+    with Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=False) as bystander:
         assert bystander.call(request()).ok
         reply = attack("kill_parent").call(request(os.getpid()))
         assert reply.ok, reply.error
@@ -390,7 +390,7 @@ def torch_inputs() -> dict:
 @pytest.fixture(scope="module")
 def reference() -> Iterator[Worker]:
     """The reference in a trusted worker, shared by the torch tests (torch takes seconds)."""
-    with Worker(REFERENCE, "attention", sandboxed=False) as worker:
+    with Worker({"attention": REFERENCE}, sandboxed=False) as worker:
         yield worker
 
 
@@ -401,8 +401,8 @@ def test_torch_attacks_against_the_reference(
     """Two torch attacks start together, then are compared here with the reference's output."""
     import torch
 
-    patched = Worker(HOSTILE / "patch_torch.py", "attention", sandboxed=True, limits=LIMITS)
-    subclass = Worker(HOSTILE / "tensor_subclass.py", "attention", sandboxed=True, limits=LIMITS)
+    patched = Worker({"attention": HOSTILE / "patch_torch.py"}, sandboxed=True, limits=LIMITS)
+    subclass = Worker({"attention": HOSTILE / "tensor_subclass.py"}, sandboxed=True, limits=LIMITS)
     with patched, subclass:
         ref = reference.call(Request.of("torch", sdpa, torch_inputs), timeout=60)
         fooled = patched.call(Request.of("torch", sdpa, torch_inputs), timeout=60)
@@ -434,7 +434,7 @@ def test_trusted_worker_is_single_threaded_and_moves_dtypes(
 def test_trusted_worker_runs_a_mutant(torch_inputs: dict, reference: Worker) -> None:
     import torch
 
-    with Worker(REFERENCE, "attention", sandboxed=False, mutant="no_scale") as mutant:
+    with Worker({"attention": REFERENCE}, sandboxed=False, mutant="no_scale") as mutant:
         wrong = mutant.call(Request.of("mutant", sdpa, torch_inputs), timeout=60)
     right = reference.call(Request.of("mutant", sdpa, torch_inputs), timeout=60)
     assert wrong.ok and right.ok, wrong.error
@@ -451,7 +451,7 @@ def test_cuda_in_the_sandbox(mode: str, torch_inputs: dict) -> None:
         out = m.scaled_dot_product_attention(q, k, v)
         return {"device": str(q.device), "out": out}
 
-    with Worker(REFERENCE, "attention", sandboxed=True, device="cuda") as w:
+    with Worker({"attention": REFERENCE}, sandboxed=True, device="cuda") as w:
         reply = w.call(Request.of("cuda", on_device, torch_inputs), timeout=120)
     assert reply.ok, reply.error + reply.log
     assert reply.output["device"].startswith("cuda") and reply.output["out"].device.type == "cpu"

@@ -100,26 +100,32 @@ def torch_forward(params, x):
     return h
 
 
-def test_your_network_computes_torchs_loss_and_gradients(own):
-    x, labels = spirals(40, seed=1)
-    params = init(own, seed=2)
+def loss_and_gradients(own, x, labels, seed):
+    """Your network's loss on (x, labels) and d loss / d parameter, from weights drawn by `seed`."""
+    params = init(own, seed)
     loss = cross_entropy(own, forward(own, params, x), labels)
     loss.backward()
-    theirs = {k: torch.tensor(p.data, requires_grad=True) for k, p in params.items()}
+    return loss.item(), {name: p.grad for name, p in params.items()}
+
+
+def test_your_network_computes_torchs_loss_and_gradients(own):
+    x, labels = spirals(40, seed=1)
+    loss, grads = loss_and_gradients(own, x, labels, seed=2)
+    theirs = {k: torch.tensor(p.data, requires_grad=True) for k, p in init(own, seed=2).items()}
     expected = torch.nn.functional.cross_entropy(torch_forward(theirs, x), torch.tensor(labels))
     expected.backward()
     assert_close(
-        np.float64(loss.item()),
+        np.float64(loss),
         np.float64(expected.item()),
         rtol=1e-9,
         atol=1e-12,
         what="the loss of your network (Tensor, ReLU, batch norm) on 120 spiral points",
     )
-    for name, p in params.items():
-        if p.grad is None:
+    for name, grad in grads.items():
+        if grad is None:
             fail(f"after loss.backward(), {name}.grad is None: the gradient did not reach it")
         assert_close(
-            p.grad,
+            grad,
             theirs[name].grad.numpy(),
             rtol=1e-7,
             atol=1e-10,
@@ -161,12 +167,12 @@ def test_your_dropout_keeps_the_expectation(own):
         )
 
 
-def test_a_deep_net_trains(own):
-    x, labels = spirals(300, seed=5)
-    x_test, labels_test = spirals(100, seed=6)
-    params = init(own, seed=7)
+def train(own, x, labels, seed):
+    """STEPS steps of AdamW on random batches of (x, labels); the trained parameters and the last
+    batch's loss. Weights, batches and dropout masks all come from `seed`."""
+    params = init(own, seed)
     state = {k: (np.zeros_like(p.data), np.zeros_like(p.data)) for k, p in params.items()}
-    rng = np.random.default_rng(8)
+    rng = np.random.default_rng(seed + 1)
     for step in range(1, STEPS + 1):
         batch = rng.choice(len(x), BATCH, replace=False)
         for p in params.values():
@@ -179,9 +185,21 @@ def test_a_deep_net_trains(own):
                 p.data, p.grad, m, v, step, lr=LR, weight_decay=WEIGHT_DECAY
             )
             state[k] = (m, v)
-    accuracy = (forward(own, params, x_test).data.argmax(axis=1) == labels_test).mean()
+    return params, loss.item()
+
+
+def predict(own, params, x):
+    """Class predictions (B,) of the trained network, without dropout."""
+    return forward(own, params, x).data.argmax(axis=1)
+
+
+def test_a_deep_net_trains(own):
+    x, labels = spirals(300, seed=5)
+    x_test, labels_test = spirals(100, seed=6)
+    params, loss = train(own, x, labels, seed=7)
+    accuracy = (predict(own, params, x_test) == labels_test).mean()
     if not accuracy >= TARGET_ACCURACY:
         fail(
             f"after {STEPS} steps your network classifies {accuracy:.1%} of 300 held-out spiral "
-            f"points; the bar is {TARGET_ACCURACY:.0%} (last training loss {loss.item():.3f})"
+            f"points; the bar is {TARGET_ACCURACY:.0%} (last training loss {loss:.3f})"
         )
