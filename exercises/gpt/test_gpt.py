@@ -12,10 +12,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from graders.checks import assert_close, describe, fail
+
+# Each hypothesis spec starts with an explicit @example: it runs first and is not shrunk, so a
+# typical mistake fails at once on a small, readable input.
 
 # Float64 models: a few hundred products per logit lose about 1e-14; any real mistake is far larger.
 TOL64 = 1e-9
@@ -168,6 +171,195 @@ def name(cfg):
     return "GPT(" + ", ".join(f"{k}={v}" for k, v in cfg.items()) + ")"
 
 
+# ---------------------------------------------------------------------------- training pieces
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(
+    lead=st.lists(st.integers(1, 5), min_size=1, max_size=2),
+    V=st.integers(2, 40),
+    seed=st.integers(0, 2**16),
+)
+@example(lead=[2, 3], V=7, seed=0)
+def test_lm_loss_matches_cross_entropy(impl, device, dtype, lead, V, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(*lead, V, generator=g, dtype=dtype)).to(device)
+    targets = torch.randint(V, tuple(lead), generator=g).to(device)
+    mine, torch_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = impl.lm_loss(mine, targets)
+    expected = F.cross_entropy(torch_logits.reshape(-1, V), targets.reshape(-1))
+    what = f"lm_loss({describe(logits=logits, targets=targets)})"
+    rtol = atol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_close(loss, expected, what=what, rtol=rtol, atol=atol)
+    loss.backward()
+    expected.backward()
+    assert_close(mine.grad, torch_logits.grad, what=f"the gradient of {what}", rtol=rtol, atol=atol)
+
+
+def test_lm_loss_large_logits_stay_finite(impl, device):
+    g = torch.Generator().manual_seed(7)
+    logits = (1e4 * torch.randn(3, 5, 11, generator=g)).to(device)  # exp(1e4) overflows
+    targets = torch.randint(11, (3, 5), generator=g).to(device)
+    assert_close(
+        impl.lm_loss(logits, targets),
+        F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1)),
+        what=f"lm_loss({describe(logits=logits, targets=targets)}) with logits near 1e4",
+        rtol=1e-5,
+        atol=1e-2,
+    )
+
+
+@given(
+    N=st.integers(2, 60),
+    block=st.integers(1, 12),
+    batch=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+@example(N=20, block=5, batch=3, seed=0)
+def test_get_batch_windows_and_targets(impl, device, N, block, batch, seed):
+    block = min(block, N - 1)
+    data = 100 + torch.arange(N, device=device)  # token n is 100 + n: a window shows its start
+    x, y = impl.get_batch(data, block, batch, torch.Generator().manual_seed(seed))
+    what = f"get_batch(tokens ({N},), block_size={block}, batch_size={batch})"
+    for t, label in ((x, "x"), (y, "y")):
+        if tuple(t.shape) != (batch, block) or t.dtype != data.dtype or t.device != data.device:
+            fail(
+                f"{what}: {label} is {t.dtype} {tuple(t.shape)} on {t.device}; expected "
+                f"{data.dtype} {(batch, block)} on {data.device}"
+            )
+    starts = x[:, 0] - 100
+    if (starts < 0).any() or (starts > N - block - 1).any():
+        fail(f"{what}: a window starts at {starts.tolist()}; starts lie in 0 .. {N - block - 1}")
+    window = starts[:, None] + torch.arange(block, device=device) + 100
+    if not torch.equal(x, window):
+        fail(f"{what}: each row of x should be block_size consecutive tokens; got {x.tolist()}")
+    if not torch.equal(y, window + 1):
+        fail(
+            f"{what}: y should be x shifted by one (the next token of each x); x = {x.tolist()}, "
+            f"y = {y.tolist()}"
+        )
+
+
+def test_get_batch_draws_as_documented(impl, device):
+    data = torch.randint(50, (40,), generator=torch.Generator().manual_seed(1)).to(device)
+    block, batch = 8, 64
+    x, _ = impl.get_batch(data, block, batch, torch.Generator().manual_seed(2))
+    starts = torch.randint(40 - block, (batch,), generator=torch.Generator().manual_seed(2))
+    expected = torch.stack([data[s : s + block] for s in starts.tolist()])
+    assert_close(
+        x,
+        expected,
+        what=f"get_batch(tokens (40,), block_size={block}, batch_size={batch}): the windows "
+        "drawn with torch.randint(N - block_size, (batch_size,), generator=generator)",
+    )
+
+
+def cosine_formula(step, max_lr, warmup, max_steps, min_lr):
+    if step < warmup:
+        return max_lr * (step + 1) / (warmup + 1)
+    if step >= max_steps:
+        return min_lr
+    p = (step - warmup) / (max_steps - warmup)
+    return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * p)) / 2
+
+
+@given(
+    max_lr=st.floats(1e-4, 1.0),
+    warmup=st.integers(0, 20),
+    decay=st.integers(0, 50),
+    floor=st.floats(0.0, 0.5),
+)
+@example(max_lr=0.1, warmup=3, decay=10, floor=0.1)
+def test_cosine_lr_matches_formula(impl, max_lr, warmup, decay, floor):
+    max_steps, min_lr = warmup + decay, floor * max_lr
+    for step in range(max_steps + 3):
+        actual = impl.cosine_lr(step, max_lr, warmup, max_steps, min_lr)
+        expected = cosine_formula(step, max_lr, warmup, max_steps, min_lr)
+        if not isinstance(actual, float) or abs(actual - expected) > 1e-12 * max_lr:
+            fail(
+                f"cosine_lr(step={step}, max_lr={max_lr:g}, warmup_steps={warmup}, "
+                f"max_steps={max_steps}, min_lr={min_lr:g}) = {actual!r}; expected the float "
+                f"{expected!r}"
+            )
+
+
+def test_cosine_lr_warms_up_then_decays(impl):
+    lrs = [impl.cosine_lr(s, 1.0, 4, 20, 0.1) for s in range(23)]
+    checks = [
+        (lrs[0], 0.2, "step 0 is the first of warm-up: max_lr * 1 / (warmup_steps + 1)"),
+        (lrs[4], 1.0, "warm-up ends at step warmup_steps, at max_lr"),
+        (lrs[12], 0.55, "half-way through the decay the cosine is at 0, so lr = (max + min) / 2"),
+        (lrs[20], 0.1, "the decay ends at max_steps, at min_lr"),
+        (lrs[22], 0.1, "after max_steps the learning rate stays at min_lr"),
+    ]
+    for actual, expected, why in checks:
+        if not isinstance(actual, float) or abs(actual - expected) > 1e-12:
+            fail(
+                f"cosine_lr(step, max_lr=1, warmup_steps=4, max_steps=20, min_lr=0.1) for steps "
+                f"0..22 gave {[round(lr, 4) for lr in lrs]}: {why} ({expected})"
+            )
+
+
+def grads_of(shapes, scale, seed, device, none_at=None):
+    g = torch.Generator().manual_seed(seed)
+    params = [
+        torch.zeros(s, dtype=torch.float64, device=device, requires_grad=True) for s in shapes
+    ]
+    for i, p in enumerate(params):
+        grad = scale * torch.randn(p.shape, generator=g, dtype=torch.float64)
+        if i != none_at:
+            p.grad = grad.to(device)
+    return params
+
+
+@given(
+    shapes=st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3), min_size=1, max_size=4),
+    scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0]),
+    max_norm=st.sampled_from([0.5, 1.0, 5.0]),
+    seed=st.integers(0, 2**16),
+)
+@example(shapes=[[3], [2, 2]], scale=1.0, max_norm=0.5, seed=2)
+def test_clip_grad_norm_matches_torch(impl, device, shapes, scale, max_norm, seed):
+    none_at = seed % (len(shapes) + 1)  # sometimes one parameter has no gradient
+    mine = grads_of(shapes, scale, seed, device, none_at)
+    theirs = grads_of(shapes, scale, seed, device, none_at)
+    if all(p.grad is None for p in mine):
+        return
+    norm = impl.clip_grad_norm_(mine, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    what = f"clip_grad_norm_({len(shapes)} parameters of shapes {shapes}, max_norm={max_norm})"
+    assert_close(norm, expected, what=what + ": the returned norm", rtol=1e-12, atol=1e-12)
+    for i, (a, e) in enumerate(zip(mine, theirs, strict=True)):
+        if e.grad is None:
+            if a.grad is not None:
+                fail(f"{what}: parameter {i} had no gradient and should keep none")
+            continue
+        assert_close(a.grad, e.grad, what=f"{what}: gradient {i}", rtol=1e-12, atol=1e-12)
+
+
+def test_clip_grad_norm_is_global(impl, device):
+    a = torch.zeros(2, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.zeros(2, dtype=torch.float64, device=device, requires_grad=True)
+    a.grad = torch.tensor([3.0, 0.0], dtype=torch.float64, device=device)
+    b.grad = torch.tensor([0.0, 4.0], dtype=torch.float64, device=device)
+    norm = impl.clip_grad_norm_([a, b], 1.0)
+    if abs(float(norm) - 5.0) > 1e-12:
+        fail(f"clip_grad_norm_ on gradients [3, 0] and [0, 4]: the global norm is 5; got {norm}")
+    expected = (
+        torch.tensor([0.6, 0.0], dtype=torch.float64, device=device) * (5 / (5 + 1e-6)),
+        torch.tensor([0.0, 0.8], dtype=torch.float64, device=device) * (5 / (5 + 1e-6)),
+    )
+    for p, e, label in ((a, expected[0], "[3, 0]"), (b, expected[1], "[0, 4]")):
+        assert_close(
+            p.grad,
+            e,
+            what=f"clip_grad_norm_([{label} and the other], max_norm=1): gradient {label} "
+            "(one scale for all: 1 / 5, not each tensor to norm 1)",
+            rtol=1e-12,
+            atol=1e-12,
+        )
+
+
 # ---------------------------------------------------------------------------- the model
 
 
@@ -243,6 +435,7 @@ def test_initialisation_follows_gpt2(impl, device):
 
 
 @given(cfg=configs, B=st.integers(1, 2), T=st.integers(1, 10), seed=st.integers(0, 2**16))
+@example(cfg=config(V=11, L=2, H=4, G=2, D=4), B=2, T=7, seed=0)
 def test_forward_matches_functional_gpt(impl, device, cfg, B, T, seed):
     model, w = build(impl, cfg, device, seed)
     idx = tokens(cfg, B, T, seed, device)
@@ -258,6 +451,7 @@ def test_forward_matches_functional_gpt(impl, device, cfg, B, T, seed):
 
 
 @given(cfg=configs, cut=st.integers(0, 8))
+@example(cfg=config(V=11, L=2, H=4, G=2, D=4), cut=3)
 def test_forward_is_causal(impl, device, cfg, cut):
     model, _ = build(impl, cfg, device)
     idx = tokens(cfg, 2, 10, 3, device)
@@ -332,6 +526,7 @@ def test_parts_are_used(impl, device):
     chunks=st.lists(st.integers(1, 4), min_size=1, max_size=6),
     seed=st.integers(0, 2**16),
 )
+@example(cfg=config(V=11, L=2, H=4, G=2, D=4), chunks=[4, 1, 2, 1], seed=0)
 def test_kv_cache_matches_full_forward(impl, device, cfg, chunks, seed):
     model, _ = build(impl, cfg, device, seed)
     T = min(sum(chunks), cfg["block_size"])
@@ -357,191 +552,6 @@ def test_kv_cache_matches_full_forward(impl, device, cfg, chunks, seed):
     if len(cache) != T:
         fail(
             f"after feeding {T} tokens through a KVCache, len(cache) is {len(cache)}; expected {T}"
-        )
-
-
-# ---------------------------------------------------------------------------- training pieces
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@given(
-    lead=st.lists(st.integers(1, 5), min_size=1, max_size=2),
-    V=st.integers(2, 40),
-    seed=st.integers(0, 2**16),
-)
-def test_lm_loss_matches_cross_entropy(impl, device, dtype, lead, V, seed):
-    g = torch.Generator().manual_seed(seed)
-    logits = (3 * torch.randn(*lead, V, generator=g, dtype=dtype)).to(device)
-    targets = torch.randint(V, tuple(lead), generator=g).to(device)
-    mine, torch_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    loss = impl.lm_loss(mine, targets)
-    expected = F.cross_entropy(torch_logits.reshape(-1, V), targets.reshape(-1))
-    what = f"lm_loss({describe(logits=logits, targets=targets)})"
-    rtol = atol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert_close(loss, expected, what=what, rtol=rtol, atol=atol)
-    loss.backward()
-    expected.backward()
-    assert_close(mine.grad, torch_logits.grad, what=f"the gradient of {what}", rtol=rtol, atol=atol)
-
-
-def test_lm_loss_large_logits_stay_finite(impl, device):
-    g = torch.Generator().manual_seed(7)
-    logits = (1e4 * torch.randn(3, 5, 11, generator=g)).to(device)  # exp(1e4) overflows
-    targets = torch.randint(11, (3, 5), generator=g).to(device)
-    assert_close(
-        impl.lm_loss(logits, targets),
-        F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1)),
-        what=f"lm_loss({describe(logits=logits, targets=targets)}) with logits near 1e4",
-        rtol=1e-5,
-        atol=1e-2,
-    )
-
-
-@given(
-    N=st.integers(2, 60),
-    block=st.integers(1, 12),
-    batch=st.integers(1, 6),
-    seed=st.integers(0, 2**16),
-)
-def test_get_batch_windows_and_targets(impl, device, N, block, batch, seed):
-    block = min(block, N - 1)
-    data = 100 + torch.arange(N, device=device)  # token n is 100 + n: a window shows its start
-    x, y = impl.get_batch(data, block, batch, torch.Generator().manual_seed(seed))
-    what = f"get_batch(tokens ({N},), block_size={block}, batch_size={batch})"
-    for t, label in ((x, "x"), (y, "y")):
-        if tuple(t.shape) != (batch, block) or t.dtype != data.dtype or t.device != data.device:
-            fail(
-                f"{what}: {label} is {t.dtype} {tuple(t.shape)} on {t.device}; expected "
-                f"{data.dtype} {(batch, block)} on {data.device}"
-            )
-    starts = x[:, 0] - 100
-    if (starts < 0).any() or (starts > N - block - 1).any():
-        fail(f"{what}: a window starts at {starts.tolist()}; starts lie in 0 .. {N - block - 1}")
-    window = starts[:, None] + torch.arange(block, device=device) + 100
-    if not torch.equal(x, window):
-        fail(f"{what}: each row of x should be block_size consecutive tokens; got {x.tolist()}")
-    if not torch.equal(y, window + 1):
-        fail(
-            f"{what}: y should be x shifted by one (the next token of each x); x = {x.tolist()}, "
-            f"y = {y.tolist()}"
-        )
-
-
-def test_get_batch_draws_as_documented(impl, device):
-    data = torch.randint(50, (40,), generator=torch.Generator().manual_seed(1)).to(device)
-    block, batch = 8, 64
-    x, _ = impl.get_batch(data, block, batch, torch.Generator().manual_seed(2))
-    starts = torch.randint(40 - block, (batch,), generator=torch.Generator().manual_seed(2))
-    expected = torch.stack([data[s : s + block] for s in starts.tolist()])
-    assert_close(
-        x,
-        expected,
-        what=f"get_batch(tokens (40,), block_size={block}, batch_size={batch}): the windows "
-        "drawn with torch.randint(N - block_size, (batch_size,), generator=generator)",
-    )
-
-
-def cosine_formula(step, max_lr, warmup, max_steps, min_lr):
-    if step < warmup:
-        return max_lr * (step + 1) / (warmup + 1)
-    if step >= max_steps:
-        return min_lr
-    p = (step - warmup) / (max_steps - warmup)
-    return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * p)) / 2
-
-
-@given(
-    max_lr=st.floats(1e-4, 1.0),
-    warmup=st.integers(0, 20),
-    decay=st.integers(0, 50),
-    floor=st.floats(0.0, 0.5),
-)
-def test_cosine_lr_matches_formula(impl, max_lr, warmup, decay, floor):
-    max_steps, min_lr = warmup + decay, floor * max_lr
-    for step in range(max_steps + 3):
-        actual = impl.cosine_lr(step, max_lr, warmup, max_steps, min_lr)
-        expected = cosine_formula(step, max_lr, warmup, max_steps, min_lr)
-        if not isinstance(actual, float) or abs(actual - expected) > 1e-12 * max_lr:
-            fail(
-                f"cosine_lr(step={step}, max_lr={max_lr:g}, warmup_steps={warmup}, "
-                f"max_steps={max_steps}, min_lr={min_lr:g}) = {actual!r}; expected the float "
-                f"{expected!r}"
-            )
-
-
-def test_cosine_lr_warms_up_then_decays(impl):
-    lrs = [impl.cosine_lr(s, 1.0, 4, 20, 0.1) for s in range(23)]
-    checks = [
-        (lrs[0], 0.2, "step 0 is the first of warm-up: max_lr * 1 / (warmup_steps + 1)"),
-        (lrs[4], 1.0, "warm-up ends at step warmup_steps, at max_lr"),
-        (lrs[12], 0.55, "half-way through the decay the cosine is at 0, so lr = (max + min) / 2"),
-        (lrs[20], 0.1, "the decay ends at max_steps, at min_lr"),
-        (lrs[22], 0.1, "after max_steps the learning rate stays at min_lr"),
-    ]
-    for actual, expected, why in checks:
-        if not isinstance(actual, float) or abs(actual - expected) > 1e-12:
-            fail(
-                f"cosine_lr(step, max_lr=1, warmup_steps=4, max_steps=20, min_lr=0.1) for steps "
-                f"0..22 gave {[round(lr, 4) for lr in lrs]}: {why} ({expected})"
-            )
-
-
-def grads_of(shapes, scale, seed, device, none_at=None):
-    g = torch.Generator().manual_seed(seed)
-    params = [
-        torch.zeros(s, dtype=torch.float64, device=device, requires_grad=True) for s in shapes
-    ]
-    for i, p in enumerate(params):
-        grad = scale * torch.randn(p.shape, generator=g, dtype=torch.float64)
-        if i != none_at:
-            p.grad = grad.to(device)
-    return params
-
-
-@given(
-    shapes=st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3), min_size=1, max_size=4),
-    scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0]),
-    max_norm=st.sampled_from([0.5, 1.0, 5.0]),
-    seed=st.integers(0, 2**16),
-)
-def test_clip_grad_norm_matches_torch(impl, device, shapes, scale, max_norm, seed):
-    none_at = seed % (len(shapes) + 1)  # sometimes one parameter has no gradient
-    mine = grads_of(shapes, scale, seed, device, none_at)
-    theirs = grads_of(shapes, scale, seed, device, none_at)
-    if all(p.grad is None for p in mine):
-        return
-    norm = impl.clip_grad_norm_(mine, max_norm)
-    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
-    what = f"clip_grad_norm_({len(shapes)} parameters of shapes {shapes}, max_norm={max_norm})"
-    assert_close(norm, expected, what=what + ": the returned norm", rtol=1e-12, atol=1e-12)
-    for i, (a, e) in enumerate(zip(mine, theirs, strict=True)):
-        if e.grad is None:
-            if a.grad is not None:
-                fail(f"{what}: parameter {i} had no gradient and should keep none")
-            continue
-        assert_close(a.grad, e.grad, what=f"{what}: gradient {i}", rtol=1e-12, atol=1e-12)
-
-
-def test_clip_grad_norm_is_global(impl, device):
-    a = torch.zeros(2, dtype=torch.float64, device=device, requires_grad=True)
-    b = torch.zeros(2, dtype=torch.float64, device=device, requires_grad=True)
-    a.grad = torch.tensor([3.0, 0.0], dtype=torch.float64, device=device)
-    b.grad = torch.tensor([0.0, 4.0], dtype=torch.float64, device=device)
-    norm = impl.clip_grad_norm_([a, b], 1.0)
-    if abs(float(norm) - 5.0) > 1e-12:
-        fail(f"clip_grad_norm_ on gradients [3, 0] and [0, 4]: the global norm is 5; got {norm}")
-    expected = (
-        torch.tensor([0.6, 0.0], dtype=torch.float64, device=device) * (5 / (5 + 1e-6)),
-        torch.tensor([0.0, 0.8], dtype=torch.float64, device=device) * (5 / (5 + 1e-6)),
-    )
-    for p, e, label in ((a, expected[0], "[3, 0]"), (b, expected[1], "[0, 4]")):
-        assert_close(
-            p.grad,
-            e,
-            what=f"clip_grad_norm_([{label} and the other], max_norm=1): gradient {label} "
-            "(one scale for all: 1 / 5, not each tensor to norm 1)",
-            rtol=1e-12,
-            atol=1e-12,
         )
 
 
@@ -642,21 +652,29 @@ def test_overfits_one_batch(impl, device):
     model = impl.GPT(impl.GPTConfig(**cfg)).to(device)
     stream = torch.randint(32, (200,), generator=torch.Generator().manual_seed(1)).to(device)
     x, y = impl.get_batch(stream, 16, 4, torch.Generator().manual_seed(2))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-2, weight_decay=0.0)
+    # Adam (Kingma and Ba, 2015) written out: torch.optim's first step imports torch's compiler,
+    # seconds of start-up that this spec does not need.
+    params = list(model.parameters())
+    means, squares = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
     steps, losses = 40, []
     for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = impl.cosine_lr(step, 2e-2, 10, steps, 2e-3)
+        lr = impl.cosine_lr(step, 2e-2, 10, steps, 2e-3)
         loss = impl.lm_loss(model(x), y)
-        opt.zero_grad()
+        for p in params:
+            p.grad = None
         loss.backward()
-        impl.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        impl.clip_grad_norm_(params, 1.0)
+        with torch.no_grad():
+            for p, m, v in zip(params, means, squares, strict=True):
+                m.mul_(0.9).add_(p.grad, alpha=0.1)
+                v.mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
+                m_hat, v_hat = m / (1 - 0.9 ** (step + 1)), v / (1 - 0.999 ** (step + 1))
+                p -= lr * m_hat / (v_hat.sqrt() + 1e-8)
         losses.append(loss.item())
     if not losses[-1] < 0.3:
         fail(
-            f"training {name(cfg)} on one batch of 4 x 16 random tokens for {steps} AdamW steps "
-            f"(lr from cosine_lr, gradients through clip_grad_norm_, loss from lm_loss) should "
-            f"memorise it (loss < 0.3); the loss went {[round(v, 3) for v in losses[::10]]} ... "
-            f"{losses[-1]:.3f}"
+            f"training {name(cfg)} on one batch of 4 x 16 random tokens for {steps} steps "
+            f"(Adam, lr from cosine_lr, gradients through clip_grad_norm_, loss from lm_loss) "
+            f"should memorise it (loss < 0.3); the loss went "
+            f"{[round(v, 3) for v in losses[::10]]} ... {losses[-1]:.3f}"
         )
