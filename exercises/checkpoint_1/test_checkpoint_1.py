@@ -157,7 +157,8 @@ def test_your_adamw_moves_weights_as_torchs(own):
 def test_your_dropout_keeps_the_expectation(own):
     # 200,000 units, p = 0.1: a correct mask's mean is 1 within 0.01 but with a chance below 2e-14
     # (Hoeffding: 2 exp(-2 n t^2 / (b - a)^2) with n = 2e5, t = 0.01, mask values in [0, 1/0.9]).
-    _, mask = own.dropout.dropout_forward(np.ones((400, 500)), DROP, np.random.default_rng(4))
+    x = np.ones((400, 500))
+    _, mask = own.dropout.dropout_forward(x, DROP, np.random.default_rng(4))
     kept = mask[mask != 0]
     if not np.allclose(kept, 1 / (1 - DROP)) or abs(mask.mean() - 1) > 0.01:
         fail(
@@ -165,6 +166,44 @@ def test_your_dropout_keeps_the_expectation(own):
             f"the mask's mean should be 1; got kept values {np.unique(kept)[:3]} and mean "
             f"{mask.mean():.4f}"
         )
+    _, again = own.dropout.dropout_forward(x, DROP, np.random.default_rng(4))
+    if not np.array_equal(mask, again):
+        fail("dropout_forward drew different masks from two generators with the same seed")
+    g = np.random.default_rng(5).normal(size=x.shape)
+    assert_close(
+        own.dropout.dropout_backward(g, mask),
+        g * mask,
+        what="dropout_backward(dy (400, 500), mask): the gradient flows through the kept units",
+    )
+    same, _ = own.dropout.dropout_forward(x, DROP, np.random.default_rng(4), training=False)
+    assert_close(same, x, what="dropout_forward(x, p, rng, training=False) (evaluation)")
+
+
+def test_your_relu_and_he_initialisation(own):
+    x = np.array([-2.0, -0.0, 0.0, 3.0])
+    kept = x.copy()
+    own.relu.relu(x)
+    if not np.array_equal(x, kept):
+        fail("relu(x) changed its input x: return a new array")
+    assert_close(
+        own.relu.relu_backward(np.ones(4), x),
+        np.array([0.0, 0.0, 0.0, 1.0]),
+        what="relu_backward(ones, x = [-2, -0, 0, 3]) (the gradient is 0 at 0)",
+    )
+    # 300 x 100 draws: the sample variance of a correct He draw is within 5% of 2 / fan_in except
+    # with chance below 1e-9 (its relative standard error is sqrt(2 / 30000) = 0.8%).
+    w = own.relu.kaiming_normal(300, 100, np.random.default_rng(6))
+    if w.shape != (300, 100):
+        fail(
+            f"kaiming_normal(fan_in=300, fan_out=100) returned shape {w.shape}; expected (300, 100)"
+        )
+    if abs(w.var() / (2 / 300) - 1) > 0.05 or abs(w.mean()) > 0.01:
+        fail(
+            "kaiming_normal(fan_in=300, fan_out=100): the draws should have mean 0 and variance "
+            f"2 / fan_in = {2 / 300:.5f}; got mean {w.mean():.5f} and variance {w.var():.5f}"
+        )
+    if not np.array_equal(w, own.relu.kaiming_normal(300, 100, np.random.default_rng(6))):
+        fail("kaiming_normal drew different weights from two generators with the same seed")
 
 
 def train(own, x, labels, seed):
