@@ -51,7 +51,7 @@ def reward_shape(m, x):
     import torch
 
     torch.manual_seed(0)
-    return list(m.RewardModel(x.shape[-1], 8)(x).shape)
+    return list(m.RewardModel(x.shape[-1], 8).to(x.device)(x).shape)
 
 
 def train_and_evaluate(m, chosen, rejected, x_a, x_b, p_a, seed):
@@ -60,7 +60,7 @@ def train_and_evaluate(m, chosen, rejected, x_a, x_b, p_a, seed):
     import torch
 
     torch.manual_seed(int(seed))
-    model = m.RewardModel(chosen.shape[-1], 32)
+    model = m.RewardModel(chosen.shape[-1], 32).to(chosen.device)
     steps = 150
     g = torch.Generator().manual_seed(int(seed))
     losses = m.train_reward_model(model, chosen, rejected, g, steps=steps, lr=1e-2, batch_size=128)
