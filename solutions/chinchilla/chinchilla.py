@@ -155,15 +155,15 @@ def lbfgs(
 
 
 def fit_loss_surface(
-    N: np.ndarray, D: np.ndarray, L: np.ndarray, delta: float = 1e-3, starts: int = 10
+    N: np.ndarray, D: np.ndarray, L: np.ndarray, delta: float = 1e-3, starts: int = 6
 ) -> tuple[float, float, float, float, float]:
     """Fit L(N, D) = E + A / N^alpha + B / D^beta to training runs (the paper's third approach).
 
     N, D, L: (R,) positive, each run's parameters, tokens and final loss. Minimises the summed
     fit_objective over theta = (e, a, b, alpha, beta) with lbfgs, from the `starts` points of GRID
-    where the objective is lowest (the paper starts from all 4500; the others end higher), and
-    keeps the lowest minimum. Returns the floats (E, A, B, alpha, beta) = (e^e, e^a, e^b, alpha,
-    beta).
+    where the objective is lowest (the paper starts from all 4500; the lowest few reach its best
+    minimum), and keeps the lowest end. Returns the floats (E, A, B, alpha, beta) =
+    (e^e, e^a, e^b, alpha, beta).
     """
     log_n, log_d, log_l = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
     if not log_n.shape == log_d.shape == log_l.shape or log_n.ndim != 1:
@@ -197,10 +197,10 @@ def compute_optimal(
     ### BEGIN SOLUTION
     # On the budget's curve D = C / (6N) the loss is E + A N^-alpha + B (6N / C)^beta. Setting its
     # derivative in N to zero balances the two shortfalls: alpha A N^-alpha = beta B D^-beta.
-    half = np.asarray(C, dtype=np.float64) / 6  # N D at the optimum
+    nd = np.asarray(C, dtype=np.float64) / 6  # the product N D that the budget buys
     g = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
-    n_opt = g * half ** (beta / (alpha + beta))
-    return n_opt, half / n_opt
+    n_opt = g * nd ** (beta / (alpha + beta))
+    return n_opt, nd / n_opt
     ### END SOLUTION
 
 

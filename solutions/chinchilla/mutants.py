@@ -89,25 +89,25 @@ def huber_linear_piece_without_the_half(theta, log_n, log_d, log_l, delta=1e-3):
     "fit_loss_surface",
     "the fit returns the log-parameters e, a, b; the surface's E, A, B are their exponentials",
 )
-def returns_log_parameters(N, D, L, delta=1e-3, starts=10):
+def returns_log_parameters(N, D, L, delta=1e-3, starts=6):
     E, A, B, alpha, beta = ref.fit_loss_surface(N, D, L, delta, starts)
     return float(np.log(E)), float(np.log(A)), float(np.log(B)), alpha, beta
 
 
 @mutant(
     "fit_loss_surface",
-    "only the last L-BFGS run is kept; keep the one that ends with the lowest objective",
+    "L-BFGS started from the grid points where the objective is highest; np.argsort sorts "
+    "upwards, so the lowest come first: take np.argsort(values)[:starts]",
 )
-def keeps_the_last_fit(N, D, L, delta=1e-3, starts=10):
+def starts_from_the_worst_grid_points(N, D, L, delta=1e-3, starts=6):
     log_n, log_d, log_l = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
 
     def objective(theta):
         return ref.fit_objective(theta, log_n, log_d, log_l, delta)
 
     values, _ = objective(ref.GRID)
-    for theta in ref.GRID[np.argsort(values)[:starts]]:
-        fit, _ = ref.lbfgs(objective, theta)
-    e, a, b, alpha, beta = fit
+    fits = [ref.lbfgs(objective, theta) for theta in ref.GRID[np.argsort(values)[-starts:]]]
+    e, a, b, alpha, beta = min(fits, key=lambda fit: fit[1])[0]
     return float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(alpha), float(beta)
 
 
@@ -120,10 +120,10 @@ def keeps_the_last_fit(N, D, L, delta=1e-3, starts=10):
     "C^(alpha / (alpha + beta)), each with the other term's exponent",
 )
 def exponents_swapped(C, E, A, B, alpha, beta):
-    half = np.asarray(C, dtype=np.float64) / 6
+    nd = np.asarray(C, dtype=np.float64) / 6
     g = (alpha * A / (beta * B)) ** (1 / (alpha + beta))
-    n_opt = g * half ** (alpha / (alpha + beta))
-    return n_opt, half / n_opt
+    n_opt = g * nd ** (alpha / (alpha + beta))
+    return n_opt, nd / n_opt
 
 
 @mutant(
@@ -140,10 +140,10 @@ def budget_without_the_six(C, E, A, B, alpha, beta):
     "G = (alpha A / (beta B))^(1 / (alpha + beta))",
 )
 def ratio_upside_down(C, E, A, B, alpha, beta):
-    half = np.asarray(C, dtype=np.float64) / 6
+    nd = np.asarray(C, dtype=np.float64) / 6
     g = (beta * B / (alpha * A)) ** (1 / (alpha + beta))
-    n_opt = g * half ** (beta / (alpha + beta))
-    return n_opt, half / n_opt
+    n_opt = g * nd ** (beta / (alpha + beta))
+    return n_opt, nd / n_opt
 
 
 # -- the isoFLOP parabola -----------------------------------------------------------------------
