@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/ladder grade --demo --out grades
+	$(BIN)/ladder grade --demo --out grades -j 2
 
 lint: setup
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ next call starts a fresh worker. Everything the worker writes is read back with 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 import itertools
@@ -159,11 +160,7 @@ class Worker:
             raise ValueError("a request to a worker of several modules names its target")
         if target != ALL and target not in self.modules:
             return Reply(False, None, f"no {target}.py in the submission", 0.0)
-        if target in self._broken:
-            return Reply(False, None, self._broken[target], 0.0)
-        if self._proc is None:
-            self._start()
-        why = self._ready() or (self._import(target) if target != ALL else None)
+        why = self._prepare(target)
         if why is not None:
             return Reply(False, None, why, 0.0)
         try:
@@ -185,6 +182,8 @@ class Worker:
     # -- one process -----------------------------------------------------------------------
 
     def _start(self) -> None:
+        """Start a process and ask it at once to import every module not known to be broken, so
+        the imports run while the grader prepares its side; replies are read in order."""
         workdir = Path(tempfile.mkdtemp(prefix="ladder-worker-", dir=self.workroot))
         try:
             self._proc = self._launch(workdir)
@@ -192,6 +191,10 @@ class Worker:
             remove_tree(workdir)
             raise
         self.starts += 1
+        for slug in self.modules:
+            if slug not in self._broken:
+                self._proc.send(f"import {slug}")
+                self._proc.importing.append(slug)
 
     def _launch(self, workdir: Path) -> _Process:
         (workdir / "tmp").mkdir()
@@ -246,29 +249,39 @@ class Worker:
         proc.ready = True
         return None
 
-    def _import(self, slug: str) -> str | None:
-        """Import `slug` in the process, once; None, or why it cannot be (remembered)."""
-        proc = self._proc
-        if slug in self._broken or slug in proc.imported:
-            return self._broken.get(slug)
+    def _prepare(self, target: str) -> str | None:
+        """A started process with every import answered; None, or why `target` cannot run. A
+        process that dies importing a module marks that module broken and is started afresh."""
+        while target not in self._broken:
+            if self._proc is None:
+                self._start()
+            why = self._ready()
+            if why is not None:
+                return why
+            while self._proc is not None and self._proc.importing:
+                self._await_import(self._proc, self._proc.importing.popleft())
+            if self._proc is not None:
+                break
+        return self._broken.get(target)
+
+    def _await_import(self, proc: _Process, slug: str) -> None:
+        """Read the reply to `import slug`; a failure is remembered in `_broken`."""
         what = f"importing {slug}.py"
-        proc.send(f"import {slug}")
         try:
             line = proc.wait_line(time.monotonic() + self.limits.start_seconds, self.limits)
         except _Died as died:
             self._broken[slug] = _with_log(f"{what}: {died}", proc.take_log())
             self._stop()
-            return self._broken[slug]
+            return
         if line == f"imported {slug}":
             proc.imported.add(slug)
-            return None
+            return
         if line == f"import-error {slug}":
             why = proc.read_text(f"import-error-{slug}.txt") or f"{what} failed"
         else:
             why = f"{what}: the worker broke its protocol ({line[:40]!r})"
             self._stop()
         self._broken[slug] = _with_log(why, proc.take_log() if self._proc else "")
-        return self._broken[slug]
 
     def _run(self, proc: _Process, request: Request, timeout: float) -> Reply:
         n = next(self._numbers)
@@ -318,6 +331,7 @@ class _Process:
     def __init__(self, workdir: Path, plan: Plan, config: dict, limits: Limits) -> None:
         self.workdir, self.plan, self.limits, self.ready = workdir, plan, limits, False
         self.imported: set[str] = set()
+        self.importing: collections.deque[str] = collections.deque()  # asked, reply not yet read
         self.started = time.perf_counter()
         cmd_r, self.cmd_w = os.pipe()
         self.rep_r, rep_w = os.pipe()

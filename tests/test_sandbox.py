@@ -23,7 +23,7 @@ from graders import plain, sandbox
 from graders.curriculum import kit_root
 from graders.plain import PlainDataError
 from graders.sandbox import Limits, WeakIsolationWarning
-from graders.worker import Reply, Request, Worker
+from graders.worker import ALL, Reply, Request, Worker
 
 HOSTILE = Path(__file__).parent / "hostile"
 REFERENCE = kit_root() / "solutions" / "attention" / "attention.py"
@@ -148,6 +148,34 @@ def test_correct_submission_round_trip(mode: str) -> None:
     assert first.ok and second.ok, first.error
     np.testing.assert_allclose(second.output, expected(**INPUTS))
     assert w.starts == 1 and 0 < second.seconds < 1
+
+
+def listing(folder):
+    from pathlib import Path
+
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*.py"))
+
+
+@BWRAP
+def test_one_worker_serves_a_learner_and_a_broken_module_fails_only_its_own(mode) -> None:
+    modules = {
+        "attention": HOSTILE / "correct_numpy.py",
+        "relu": HOSTILE / "raise_at_import.py",
+        "backprop": HOSTILE / "exit_at_import.py",
+    }
+    with Worker(modules, sandboxed=True, limits=LIMITS) as w:
+        broken = w.call(Request.of("broken", sdpa, INPUTS, "relu"))
+        ok = w.call(Request.of("ok", sdpa, INPUTS, "attention"))
+        exited = w.call(Request.of("exited", sdpa, INPUTS, "backprop"))
+        folder = w.call(Request.of("folder", listing, {}, ALL))
+        absent = w.call(Request.of("absent", sdpa, INPUTS, "gpt"))
+    assert broken.error.startswith("importing relu.py, line 5 raised ValueError"), broken.error
+    assert ok.ok, ok.error
+    np.testing.assert_allclose(ok.output, expected(**INPUTS))
+    assert "called sys.exit(3)" in exited.error, exited.error
+    assert folder.output == ["attention/attention.py", "backprop/backprop.py", "relu/relu.py"]
+    assert absent.error == "no gpt.py in the submission"
+    assert w.starts == 1
 
 
 @BWRAP
