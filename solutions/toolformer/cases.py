@@ -81,10 +81,11 @@ def augment_inputs(seed):
             [33, "Calculator", "30 + 3"],
             [37, "Calculator", "33 - 4"],
             [7, "Calculator", "5 + 5"],
+            [23, "Calculator", "16 * 25"],  # its result comes two words later: a small gain
         ],
         "corpus_size": 400,
         "corpus_seed": seed,
-        "tau": 1.0 if seed % 2 else 0.05,
+        "tau": 2.3 if seed % 2 else 0.05,
     }
 
 
@@ -114,7 +115,7 @@ CASES = [
         seed=13,
     ),
     Case(
-        "augment a 3-sentence text, tau 1.0",
+        "augment a 3-sentence text, tau 2.3",
         call=augmented,
         inputs=augment_inputs,
         points=2,

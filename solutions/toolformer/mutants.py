@@ -41,24 +41,22 @@ def renormalised_at_the_end(token_losses, start):
 
 @mutant("keep_api_call", "L- ignores the call without its result: only 'no call' is compared")
 def minus_is_plain_only(loss_plain, loss_call_no_result, loss_call_with_result, tau):
-    plain, _, with_result = torch.broadcast_tensors(
-        *(torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result))
-    )
+    plain, with_result = torch.as_tensor(loss_plain), torch.as_tensor(loss_call_with_result)
     return plain - with_result >= tau
 
 
 @mutant("keep_api_call", "L- is the max of the two losses, not the min")
 def minus_is_max(loss_plain, loss_call_no_result, loss_call_with_result, tau):
-    plain, no_result, with_result = torch.broadcast_tensors(
-        *(torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result))
+    plain, no_result, with_result = (
+        torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result)
     )
     return torch.maximum(plain, no_result) - with_result >= tau
 
 
 @mutant("keep_api_call", "the threshold is strict (>): a gain equal to tau must be kept")
 def strict_threshold(loss_plain, loss_call_no_result, loss_call_with_result, tau):
-    plain, no_result, with_result = torch.broadcast_tensors(
-        *(torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result))
+    plain, no_result, with_result = (
+        torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result)
     )
     return torch.minimum(plain, no_result) - with_result > tau
 

@@ -82,8 +82,9 @@ def keep_api_call(
     tensors); returns a bool tensor of the broadcast shape, on the tensors' device.
     """
     ### BEGIN SOLUTION
-    plain, no_result, with_result = torch.broadcast_tensors(
-        *(torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result))
+    # as_tensor turns a float into a 0-d CPU tensor, which torch lets mix with any device.
+    plain, no_result, with_result = (
+        torch.as_tensor(x) for x in (loss_plain, loss_call_no_result, loss_call_with_result)
     )
     # The result must help more than the call alone: a call whose *input* already gives the
     # answer away (or that helps nothing) teaches the model nothing about using the tool.
