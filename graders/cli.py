@@ -131,7 +131,8 @@ def cmd_stubs(args: argparse.Namespace) -> int:
         exercise(slug)  # an unknown name fails here, naming the known ones
     changed = stubs.sync(check=args.check, slugs=args.slugs or None)
     for path in changed:
-        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+        state = "missing" if not path.exists() else "out of date" if args.check else "wrote"
+        print(f"{state}: {path}")
     if args.check and changed:
         print("run `ladder stubs` to regenerate them from solutions/")
         return 1
