@@ -434,8 +434,9 @@ N_ENVS, STEPS, BAR = 16, 16384, 150.0
 
 
 def test_train_ppo_balances_the_pole(impl, device):
-    # Deterministic: the policy's initialisation, the cart-poles and the sampler are seeded. Over
-    # 50 seeds the reference's greedy return after these STEPS steps was never below XXX.
+    # Deterministic on one machine: the policy's initialisation, the cart-poles and the sampler
+    # are seeded. Over 12 seeds the reference's greedy return after these STEPS steps ranged from
+    # 204 to 497 (409 on seed 0), so another device's random draws leave room above the BAR.
     torch.manual_seed(0)
     policy = impl.ActorCritic().to(device)
     env = impl.CartPole(N_ENVS, seed=0, device=device)

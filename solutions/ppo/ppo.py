@@ -46,7 +46,9 @@ class CartPole:
     GRAVITY, CART_MASS, POLE_MASS, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
     X_LIMIT, ANGLE_LIMIT = 2.4, 12 * 2 * math.pi / 360
 
-    def __init__(self, n_envs: int, seed: int = 0, max_steps: int = 500, device="cpu") -> None:
+    def __init__(
+        self, n_envs: int, seed: int = 0, max_steps: int = 500, device: str | torch.device = "cpu"
+    ) -> None:
         self.n_envs, self.max_steps, self.device = n_envs, max_steps, torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.finished_returns: list[float] = []
@@ -128,7 +130,9 @@ class ActorCritic(nn.Module):
 
 
 @torch.no_grad()
-def evaluate(policy: ActorCritic, n_envs: int = 16, seed: int = 12345, max_steps: int = 500):
+def evaluate(
+    policy: ActorCritic, n_envs: int = 16, seed: int = 12345, max_steps: int = 500
+) -> float:
     """The mean return of one greedy episode (the most likely action at every step) in each of
     n_envs fresh cart-poles on the policy's device (given). Returns a Python float <= max_steps."""
     device = next(policy.parameters()).device
