@@ -1,7 +1,7 @@
 """Hidden grading cases for grpo: completions, shapes, dtypes and seeds unlike the public specs'.
 
 Every case is deterministic. The training case runs the learner's three functions inside the given
-loop for 60 iterations on a seed the specs never use, and asks for the README's stated margin.
+loop for 45 iterations on a seed the specs never use, and asks for the README's stated margin.
 """
 
 import torch
@@ -131,12 +131,12 @@ def loss_large(seed):
 
 
 def training(seed):
-    return {"seed": seed, "iterations": 60}
+    return {"seed": seed, "iterations": 45}
 
 
 # -- comparisons -------------------------------------------------------------------------------
 
-MARGIN = 0.25  # over seeds 20..31 the reference gains 0.30 to 0.51 in 60 iterations (README)
+MARGIN = 0.15  # over seeds 20..31 and 2024 the reference gains 0.22 to 0.42 (README)
 
 
 def accuracy_rises(actual, expected, inputs):
@@ -223,7 +223,7 @@ CASES = [
         speed_points=1,
     ),
     Case(
-        "GRPO raises the expected accuracy by 0.25 in 60 iterations",
+        "GRPO raises the expected accuracy by 0.15 in 45 iterations",
         call=train,
         inputs=training,
         points=3,
