@@ -123,9 +123,13 @@ def test_gae_with_lambda_one_gives_discounted_returns_minus_values(impl, device,
     )
     what = f"gae({describe(rewards=rewards)}, gamma={gamma:.4g}, lam=1)"
     assert_close(
-        adv, G - values, what=f"{what}: advantages (discounted return - value)", atol=1e-10
+        adv,
+        G - values,
+        what=f"{what}: advantages (discounted return - value)",
+        rtol=1e-10,
+        atol=1e-10,
     )
-    assert_close(ret, G, what=f"{what}: returns (the discounted returns)", atol=1e-10)
+    assert_close(ret, G, what=f"{what}: returns (the discounted returns)", rtol=1e-10, atol=1e-10)
 
 
 @given(args=gae_args)
@@ -143,9 +147,16 @@ def test_gae_with_lambda_zero_gives_td_errors(impl, device, args):
         adv,
         delta,
         what=f"{what}: advantages (the TD errors r_t + gamma V_(t+1) (1 - done_t) - V_t)",
+        rtol=1e-10,
         atol=1e-10,
     )
-    assert_close(ret, delta + values, what=f"{what}: returns (the one-step TD targets)", atol=1e-10)
+    assert_close(
+        ret,
+        delta + values,
+        what=f"{what}: returns (the one-step TD targets)",
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 @given(T=st.integers(2, 12), N=st.integers(1, 4), end=st.integers(0, 10), seed=st.integers(0, 99))
