@@ -312,6 +312,11 @@ def test_your_dpo_loss_on_the_tiny_lm(own):
         atol=1e-6,
         what=f"{what}: rejected_rewards, beta * (policy - ref)",
     )
+    # A pair the policy has moved far the wrong way: the margin is -200 and the loss must stay
+    # finite (about 100 per pair in float32), not log(0).
+    far, _, _ = own.dpo.dpo_loss(ref_a[:1] - 200.0, ref_b[:1] + 200.0, ref_a[:1], ref_b[:1], 0.5)
+    if not torch.isfinite(far):
+        fail(f"dpo_loss on a pair with margin beta * h = -200 gave {float(far)}; it should be 200")
     (grad,) = torch.autograd.grad(loss, pa)
     (want,) = torch.autograd.grad(expected, pa)
     assert_close(grad, want, rtol=1e-5, atol=1e-7, what=f"d {what} / d policy_chosen")
@@ -354,6 +359,18 @@ def test_your_reward_model_learns_the_hidden_taste(own):
     if tuple(table.shape) != (len(PROMPTS), WORDS**LENGTH):
         fail(f"RewardModel on items (4096, 32) should give (4096,) rewards; got {table.shape}")
     held_out = draw_pairs(reference, HELD_OUT_PAIRS, 23)
+    # Your Bradley-Terry loss on your model's rewards, and on a model 100 times as confident.
+    prompt, a, b = held_out
+    with torch.no_grad():
+        r_a, r_b = rm(features(prompt, a)), rm(features(prompt, b))
+    for scale in (1.0, 100.0):
+        assert_close(
+            own.reward_model.bradley_terry_loss(scale * r_a, scale * r_b),
+            F.softplus(scale * (r_b - r_a)).mean(),
+            rtol=1e-5,
+            atol=1e-6,
+            what=f"bradley_terry_loss on {scale:g} x your reward model's rewards (1024 pairs)",
+        )
     accuracy = preference_accuracy(table, values, held_out)
     if not accuracy >= RM_BAR:
         fail(
