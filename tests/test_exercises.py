@@ -91,6 +91,7 @@ def test_every_mutant_is_caught_by_a_public_spec(slug):
     assert not missed, f"no public spec of {slug} catches the mutants {missed}"
 
 
+@pytest.mark.parametrize("slug", SLUGS)
 def test_enough_mutants_with_diagnoses(slug):
     found = impl.mutants(slug)
     assert len(found) >= 4, f"{slug} has {len(found)} mutants; the design asks for at least four"
