@@ -187,7 +187,7 @@ def _shard(text: str) -> tuple[int, int]:
 def cmd_grade(args: argparse.Namespace) -> int:
     from graders import demo, grade
 
-    exercises = _gradable(args.exercise)
+    exercises = _gradable(args.exercise or (list(demo.EXERCISES) if args.demo else None))
     if args.demo:
         submissions = demo.build(
             Path(tempfile.mkdtemp(prefix="ladder-demo-")) / "class", list(exercises)

@@ -14,6 +14,10 @@ from pathlib import Path
 from graders import impl
 from graders.curriculum import kit_root, pieces
 
+# What `ladder grade --demo` grades unless told otherwise: the three exemplars and the first
+# checkpoint, enough to show every part of the grader in a few minutes; `--exercise` picks others.
+EXERCISES = ("backprop", "attention", "speculative_decoding", "checkpoint_1")
+
 HOSTILE = {  # learner -> (exercise, attack from tests/hostile/): contained, scored zero, harmless
     "mallory": ("attention", "read_reference.py"),
     "trudy": ("attention", "infinite_loop.py"),
