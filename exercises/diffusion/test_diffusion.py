@@ -5,7 +5,7 @@ Nichol and Dhariwal's cosine, DDIM's equation 12); Gaussian conditioning for the
 of single noising steps for q_sample; spy models that record what your functions feed them; the
 exact denoiser of a Gaussian mixture; and, last, two small trainings judged by a kernel distance.
 The statistical specs use fixed seeds; each states its chance of failing a correct implementation
-(below 1e-7). The file takes about 8 s on the reference, most of it in the last two specs.
+(below 1e-7). The file takes about 10 s on the reference, most of it in the last two specs.
 """
 
 import math
@@ -285,7 +285,7 @@ def test_p_sample_steps_to_the_posterior_of_its_x0_guess(impl, device, dtype, t)
     betas = linear_betas(T).to(device)
     s = schedule(impl, betas)
     x_t = batch(shape, dtype, device, 11 + t)
-    model = Spy()
+    model = Spy().to(device)
     actual = impl.p_sample(model, x_t, t, s, torch.Generator(device=device).manual_seed(5))
     what = f"p_sample(model, {describe(x_t=x_t)}, t={t}, T={T})"
     check_model_call(model, what, shape, [t], device)
@@ -325,8 +325,9 @@ def test_ddpm_loss_is_the_noise_prediction_error(impl, device, dtype, shape, T, 
     betas = linear_betas(T).to(device)
     s = schedule(impl, betas)
     x0 = batch(shape, dtype, device, seed)
-    model = Spy()
-    loss = impl.ddpm_loss(model, x0, s, torch.Generator(device=device).manual_seed(seed))
+    model = Spy().to(device)
+    g = torch.Generator(device=device).manual_seed(seed + 1)  # not the stream x0 came from
+    loss = impl.ddpm_loss(model, x0, s, g)
     what = f"ddpm_loss(model, {describe(x0=x0)}, T={T})"
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
         fail(f"{what} should return a 0-dim tensor (a scalar to call backward on); got {loss!r}")
@@ -365,7 +366,7 @@ def test_ddpm_loss_draws_uniform_steps_and_standard_noise(impl, device):
     betas = linear_betas(T).to(device)
     s = schedule(impl, betas)
     x0 = batch((B, 2), torch.float64, device, 3)
-    model = Spy()
+    model = Spy().to(device)
     impl.ddpm_loss(model, x0, s, torch.Generator(device=device).manual_seed(17))
     t, noise, _ = recovered_noise(model, x0, betas)
     counts = torch.bincount(t.cpu(), minlength=T).double()
@@ -401,7 +402,7 @@ def trailing(T, steps):
 def test_ddim_visits_the_trailing_timesteps(impl, device, T, steps, eta):
     steps = min(steps, T)
     s = schedule(impl, linear_betas(T).to(device))
-    model = Spy()
+    model = Spy().to(device)
     shape = (7, 2)
     out = impl.ddim_sample(model, shape, s, steps, eta, torch.Generator(device=device))
     what = f"ddim_sample(model, shape={shape}, T={T}, steps={steps}, eta={eta})"
@@ -579,8 +580,8 @@ def probe(impl, s, device):
     """Call ddpm_loss and ddim_sample once on tiny inputs, so that a missing piece fails at once,
     not after a training run."""
     g = torch.Generator(device=device).manual_seed(0)
-    impl.ddpm_loss(Spy(), torch.zeros(2, 2, device=device), s, g)
-    impl.ddim_sample(Spy(), (2, 2), s, 1, 0.0, g)
+    impl.ddpm_loss(Spy().to(device), torch.zeros(2, 2, device=device), s, g)
+    impl.ddim_sample(Spy().to(device), (2, 2), s, 1, 0.0, g)
 
 
 def train_and_sample(impl, data, n_samples, seed, steps=600, T=100):

@@ -98,6 +98,16 @@ def steps_drawn_from_one(model, x0, schedule, generator):
 
 
 @mutant(
+    "ddpm_loss",
+    "the squared errors are summed, not averaged: the loss, and the step size it needs, grow with "
+    "the batch",
+)
+def loss_summed(model, x0, schedule, generator):
+    t, noise = _draws(x0, schedule, generator)
+    return (model(ref.q_sample(x0, t, noise, schedule), t) - noise).square().sum()
+
+
+@mutant(
     "posterior_mean_variance",
     "the posterior's variance is beta_t, the forward step's; it is beta_t (1 - alpha_bar_(t-1)) / "
     "(1 - alpha_bar_t)",
