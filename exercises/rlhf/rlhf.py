@@ -210,7 +210,7 @@ def sample_completions(
     return tokens[:, prompts.shape[1] :], torch.stack(masks, dim=1)
 
 
-def pretrain(model: nn.Module, reviews: list[str], steps: int, lr: float = 1e-2) -> None:
+def pretrain(model: nn.Module, reviews: list[str], steps: int, lr: float = 2e-2) -> None:
     """Full-batch Adam steps of next-token cross-entropy on the reviews' completions (the words
     after the 2-word prompt, and <eos>): the supervised model that RLHF starts from."""
     device = next(model.parameters()).device
@@ -261,7 +261,7 @@ def train_rlhf(
     init_beta: float = 0.2,
     target_kl: float | None = None,
     horizon: float = 200.0,
-    pretrain_steps: int = 150,
+    pretrain_steps: int = 60,
     device: str = "cpu",
 ) -> dict:
     """Pretrain a TinyLM on reviews, then tune it with PPO against sentiment_score, KL-penalised.

@@ -72,7 +72,7 @@ def kl_shaped_rewards(
     # one-sample estimate of beta * KL(pi || pi_ref) for that prompt.
     rewards = -beta * (logp_policy - logp_ref).detach() * mask
     # The reward model scores the whole completion, so its score arrives with the last token:
-    # the last position where the mask is True (masks need not be left-aligned).
+    # the last position where the mask is True (padding may come first or last).
     positions = torch.arange(mask.shape[1], device=mask.device)
     last = (mask * (positions + 1)).argmax(dim=1)
     rewards[torch.arange(len(last), device=mask.device), last] += scores.to(rewards.dtype)
@@ -223,7 +223,7 @@ def sample_completions(
     return tokens[:, prompts.shape[1] :], torch.stack(masks, dim=1)
 
 
-def pretrain(model: nn.Module, reviews: list[str], steps: int, lr: float = 1e-2) -> None:
+def pretrain(model: nn.Module, reviews: list[str], steps: int, lr: float = 2e-2) -> None:
     """Full-batch Adam steps of next-token cross-entropy on the reviews' completions (the words
     after the 2-word prompt, and <eos>): the supervised model that RLHF starts from."""
     device = next(model.parameters()).device
@@ -274,7 +274,7 @@ def train_rlhf(
     init_beta: float = 0.2,
     target_kl: float | None = None,
     horizon: float = 200.0,
-    pretrain_steps: int = 150,
+    pretrain_steps: int = 60,
     device: str = "cpu",
 ) -> dict:
     """Pretrain a TinyLM on reviews, then tune it with PPO against sentiment_score, KL-penalised.
