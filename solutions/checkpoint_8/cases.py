@@ -46,17 +46,17 @@ def referees(folder, spec, features, logit_scale, prompt_vectors, seed):
     table = dict(
         zip(
             [t.format(n) for n in clip.COMBINATIONS for t in clip.TEMPLATES],
-            torch.as_tensor(prompt_vectors),
+            torch.as_tensor(prompt_vectors).cpu(),
             strict=True,
         )
     )
     classifier = clip.zero_shot_classifier(
         clip.COMBINATIONS, clip.TEMPLATES, lambda texts: torch.stack([table[x] for x in texts])
     )
-    images, texts = torch.as_tensor(features)
+    images, texts = torch.as_tensor(features).cpu()  # the glue runs on the CPU
     return {
         "ddpm_loss": float(loss),
-        "clip_loss": float(clip.clip_loss(images, texts, torch.as_tensor(logit_scale))),
+        "clip_loss": float(clip.clip_loss(images, texts, torch.as_tensor(logit_scale).cpu())),
         "classifier": classifier,
     }
 
@@ -139,7 +139,7 @@ def trained_samples(folder, spec, data, seed):
     ns = {"__name__": "ladder_checkpoint_glue"}
     exec(compile(spec, "test_checkpoint_8.py", "exec"), ns)
     own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
-    samples, _ = ns["train_and_sample"](own, torch.as_tensor(data), 2000, int(seed))
+    samples, _ = ns["train_and_sample"](own, torch.as_tensor(data).cpu(), 2000, int(seed))
     return samples
 
 
@@ -180,7 +180,7 @@ def zero_shot_predictions(folder, spec, seed, images):
     exec(compile(spec, "test_checkpoint_8.py", "exec"), ns)
     own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
     model, _ = ns["train_clip"](own, int(seed))
-    return ns["predict"](own, model, torch.as_tensor(images))
+    return ns["predict"](own, model, torch.as_tensor(images).cpu())
 
 
 def held_out():
