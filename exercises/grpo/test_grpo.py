@@ -93,30 +93,6 @@ def _advantages_by_hand(rewards, G, normalize_std=True, eps=1e-6):
     return torch.from_numpy(a.reshape(-1))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@given(
-    n_groups=st.integers(1, 6),
-    G=st.integers(2, 9),
-    normalize_std=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_group_advantages_formula(impl, device, dtype, n_groups, G, normalize_std, seed):
-    g = torch.Generator().manual_seed(seed)
-    rewards = (torch.rand(n_groups * G, generator=g, dtype=torch.float64) * 3).to(dtype)
-    rewards = rewards.to(device)
-    actual = impl.group_advantages(rewards, G, normalize_std=normalize_std)
-    expected = _advantages_by_hand(rewards, G, normalize_std).to(dtype=dtype, device=device)
-    tol = 1e-5 if dtype == torch.float32 else 1e-10
-    assert_close(
-        actual,
-        expected,
-        rtol=tol,
-        atol=tol,
-        what=f"group_advantages({describe(rewards=rewards)}, group_size={G}, "
-        f"normalize_std={normalize_std}) (per group: (r - mean) / (unbiased std + eps))",
-    )
-
-
 def test_groups_are_contiguous(impl, device):
     # Question 0's four answers come first, then question 1's.
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.1, 0.1, 0.1, 1.0], device=device)
@@ -145,6 +121,30 @@ def test_constant_group_gets_zero_advantage(impl, device, normalize_std):
         atol=1e-6,
         what=f"group_advantages({rewards.tolist()}, group_size=3, normalize_std={normalize_std})"
         " (groups 1 and 2 have the same reward throughout: their advantages are 0, not NaN)",
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(
+    n_groups=st.integers(1, 6),
+    G=st.integers(2, 9),
+    normalize_std=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_group_advantages_formula(impl, device, dtype, n_groups, G, normalize_std, seed):
+    g = torch.Generator().manual_seed(seed)
+    rewards = (torch.rand(n_groups * G, generator=g, dtype=torch.float64) * 3).to(dtype)
+    rewards = rewards.to(device)
+    actual = impl.group_advantages(rewards, G, normalize_std=normalize_std)
+    expected = _advantages_by_hand(rewards, G, normalize_std).to(dtype=dtype, device=device)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    assert_close(
+        actual,
+        expected,
+        rtol=tol,
+        atol=tol,
+        what=f"group_advantages({describe(rewards=rewards)}, group_size={G}, "
+        f"normalize_std={normalize_std}) (per group: (r - mean) / (unbiased std + eps))",
     )
 
 
@@ -214,27 +214,6 @@ def _loss_and_grad(impl, logp_new, *rest, **kw):
         fail("grpo_loss's result has no gradient: keep logp_new's graph (no .item(), no detach)")
     loss.backward()
     return loss.detach(), x.grad
-
-
-@given(
-    B=st.integers(1, 5),
-    T=st.integers(1, 7),
-    clip_eps=st.sampled_from([0.1, 0.2, 0.3]),
-    beta=st.sampled_from([0.0, 0.04, 0.5]),
-    seed=st.integers(0, 2**16),
-)
-def test_grpo_loss_matches_the_formula(impl, device, B, T, clip_eps, beta, seed):
-    logp_new, logp_old, logp_ref, adv, mask = _batch(B, T, seed, device)
-    loss, grad = _loss_and_grad(impl, logp_new, logp_old, logp_ref, adv, mask, clip_eps, beta)
-    x = logp_new.detach().clone().requires_grad_(True)
-    expected = -_objective_by_hand(x, logp_old, logp_ref, adv, mask, clip_eps, beta)
-    expected.backward()
-    what = (
-        f"grpo_loss({describe(logp_new=logp_new, advantages=adv, mask=mask)}, "
-        f"clip_eps={clip_eps}, beta={beta})"
-    )
-    assert_close(loss, expected.detach(), rtol=1e-9, atol=1e-12, what=what)
-    assert_close(grad, x.grad, rtol=1e-9, atol=1e-12, what=f"the gradient of {what} in logp_new")
 
 
 def test_loss_at_the_start_is_minus_the_mean_advantage(impl, device):
@@ -336,6 +315,27 @@ def test_each_completion_weighs_the_same(impl, device):
             f"{loss.item():.6g}; expected 0: average each completion over its own tokens "
             "(1/|o_i|), then the completions; a mean over all 4 tokens gives 0.5"
         )
+
+
+@given(
+    B=st.integers(1, 5),
+    T=st.integers(1, 7),
+    clip_eps=st.sampled_from([0.1, 0.2, 0.3]),
+    beta=st.sampled_from([0.0, 0.04, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_grpo_loss_matches_the_formula(impl, device, B, T, clip_eps, beta, seed):
+    logp_new, logp_old, logp_ref, adv, mask = _batch(B, T, seed, device)
+    loss, grad = _loss_and_grad(impl, logp_new, logp_old, logp_ref, adv, mask, clip_eps, beta)
+    x = logp_new.detach().clone().requires_grad_(True)
+    expected = -_objective_by_hand(x, logp_old, logp_ref, adv, mask, clip_eps, beta)
+    expected.backward()
+    what = (
+        f"grpo_loss({describe(logp_new=logp_new, advantages=adv, mask=mask)}, "
+        f"clip_eps={clip_eps}, beta={beta})"
+    )
+    assert_close(loss, expected.detach(), rtol=1e-9, atol=1e-12, what=what)
+    assert_close(grad, x.grad, rtol=1e-9, atol=1e-12, what=f"the gradient of {what} in logp_new")
 
 
 # -- the whole loop --------------------------------------------------------------------------

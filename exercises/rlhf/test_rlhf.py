@@ -37,28 +37,6 @@ def _by_hand(scores, logp_policy, logp_ref, mask, beta):
 # -- kl_shaped_rewards -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@given(
-    B=st.integers(1, 5),
-    T=st.integers(1, 8),
-    beta=st.sampled_from([0.0, 0.02, 0.2, 1.0]),
-    seed=st.integers(0, 2**16),
-)
-def test_kl_shaped_rewards_formula(impl, device, dtype, B, T, beta, seed):
-    scores, logp_policy, logp_ref, mask = _batch(B, T, seed, device, dtype)
-    actual = impl.kl_shaped_rewards(scores, logp_policy, logp_ref, mask, beta)
-    expected = _by_hand(scores, logp_policy, logp_ref, mask.cpu(), beta).to(dtype).to(device)
-    rtol, atol = TOL[dtype]
-    assert_close(
-        actual,
-        expected,
-        rtol=rtol,
-        atol=atol,
-        what=f"kl_shaped_rewards({describe(scores=scores, logp_policy=logp_policy, mask=mask)}, "
-        f"beta={beta}) (-beta * log-ratio on every token, the score added on the last one)",
-    )
-
-
 def test_the_score_lands_on_each_completions_last_token(impl, device):
     # Three completions of 1, 4 and 2 tokens, policy equal to the reference: no penalty at all.
     logp = torch.full((3, 4), -1.0, dtype=torch.float64, device=device)
@@ -89,6 +67,28 @@ def test_left_padded_masks(impl, device):
         atol=1e-12,
         what=f"kl_shaped_rewards with left padding, mask {mask.int().tolist()} (the last token is "
         "the last True of each row, not row length - 1)",
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(
+    B=st.integers(1, 5),
+    T=st.integers(1, 8),
+    beta=st.sampled_from([0.0, 0.02, 0.2, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_kl_shaped_rewards_formula(impl, device, dtype, B, T, beta, seed):
+    scores, logp_policy, logp_ref, mask = _batch(B, T, seed, device, dtype)
+    actual = impl.kl_shaped_rewards(scores, logp_policy, logp_ref, mask, beta)
+    expected = _by_hand(scores, logp_policy, logp_ref, mask.cpu(), beta).to(dtype).to(device)
+    rtol, atol = TOL[dtype]
+    assert_close(
+        actual,
+        expected,
+        rtol=rtol,
+        atol=atol,
+        what=f"kl_shaped_rewards({describe(scores=scores, logp_policy=logp_policy, mask=mask)}, "
+        f"beta={beta}) (-beta * log-ratio on every token, the score added on the last one)",
     )
 
 
@@ -128,6 +128,26 @@ def test_rewards_are_data_not_a_graph(impl, device):
 # -- sequence_kl -----------------------------------------------------------------------------
 
 
+def test_sequence_kl_is_the_kl_of_whole_completions(impl, device):
+    # Two-token completions over 3 words, policy pi and reference rho independent per token: the
+    # exact KL(pi || rho) of whole completions is the pi-weighted mean of sequence_kl over all 9.
+    pi = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    rho = torch.tensor([0.2, 0.2, 0.6], dtype=torch.float64)
+    first, second = torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij")
+    tokens = torch.stack([first.flatten(), second.flatten()], 1)
+    weights = pi[tokens].prod(1)
+    mask = torch.ones(9, 2, dtype=torch.bool, device=device)
+    kl = impl.sequence_kl(pi.log()[tokens].to(device), rho.log()[tokens].to(device), mask)
+    exact = 2 * (pi * (pi / rho).log()).sum().item()
+    got = (weights.to(device) * kl).sum().item()
+    if abs(got - exact) > 1e-12:
+        fail(
+            f"averaging sequence_kl over every two-token completion, weighted by its policy "
+            f"probability, gives {got:.6f}; the KL of whole completions is {exact:.6f} (the KL of "
+            "independent tokens adds up: sum the log-ratios, don't average them)"
+        )
+
+
 @given(B=st.integers(1, 5), T=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_sequence_kl_formula(impl, device, B, T, seed):
     _, logp_policy, logp_ref, mask = _batch(B, T, seed, device)
@@ -147,26 +167,6 @@ def test_sequence_kl_formula(impl, device, B, T, seed):
         what=f"sequence_kl({describe(logp_policy=logp_policy, mask=mask)}) (the sum over each "
         "completion's tokens of logp_policy - logp_ref)",
     )
-
-
-def test_sequence_kl_is_the_kl_of_whole_completions(impl, device):
-    # Two-token completions over 3 words, policy pi and reference rho independent per token: the
-    # exact KL(pi || rho) of whole completions is the pi-weighted mean of sequence_kl over all 9.
-    pi = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    rho = torch.tensor([0.2, 0.2, 0.6], dtype=torch.float64)
-    first, second = torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij")
-    tokens = torch.stack([first.flatten(), second.flatten()], 1)
-    weights = pi[tokens].prod(1)
-    mask = torch.ones(9, 2, dtype=torch.bool, device=device)
-    kl = impl.sequence_kl(pi.log()[tokens].to(device), rho.log()[tokens].to(device), mask)
-    exact = 2 * (pi * (pi / rho).log()).sum().item()
-    got = (weights.to(device) * kl).sum().item()
-    if abs(got - exact) > 1e-12:
-        fail(
-            f"averaging sequence_kl over every two-token completion, weighted by its policy "
-            f"probability, gives {got:.6f}; the KL of whole completions is {exact:.6f} (the KL of "
-            "independent tokens adds up: sum the log-ratios, don't average them)"
-        )
 
 
 # -- AdaptiveKLController --------------------------------------------------------------------
