@@ -21,7 +21,7 @@ DTYPES = [torch.float32, torch.float64]
 # The loss is a sum of N log-sum-exps over logits up to 100: float32 keeps about 1e-6 relative.
 TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-10, 1e-10)}
 TEMPERATURE = 0.07  # the paper's initial temperature
-STEPS, TEST_IMAGES, TARGET_ACCURACY = 300, 600, 0.75
+STEPS, TEST_IMAGES, TARGET_ACCURACY = 300, 600, 0.70
 
 
 def features(N, d, dtype, device, seed, spread=1.0):
@@ -310,8 +310,8 @@ def held_out_images(impl, n, seed):
 
 def test_zero_shot_on_unseen_combinations(impl, device):
     # Deterministic: fixed seeds for the weights, the batches and the test images. The reference
-    # scores 96.5% here and from 90% to 100% over fifteen other training seeds: the bar of 75%
-    # leaves room for a sound implementation whose rounding takes another path.
+    # scores 97.8% here and from 83% to 100% over 41 other training seeds: the bar of 70% leaves
+    # room for a sound implementation whose rounding takes another path.
     torch.manual_seed(0)
     clip = model(impl, embed_dim=16).to(device)
     losses = impl.train(clip, steps=STEPS, generator=torch.Generator().manual_seed(0))

@@ -245,7 +245,7 @@ def zero_shot_predict(image_features: Tensor, classifier: Tensor) -> Tensor:
 def train(
     model: CLIP,
     steps: int = 300,
-    lr: float = 5e-3,
+    lr: float = 3e-3,
     weight_decay: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> list[float]:
