@@ -48,7 +48,9 @@ SAMPLE_ABOVE = 16384  # expected arrays with more values than this are spot-chec
 SAMPLE_SIZE = 4096  # ... at this many fixed positions, so that notebooks stay small
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 PAYLOAD_FORMAT = "ladder-hidden-case/1"
-FIXTURES = ("impl", "device", "tmp_path")  # what `run_spec` supplies, besides the specs' own
+# What `run_spec` supplies, besides the spec file's own fixtures: the kit's two and pytest's own
+# that specs use.
+FIXTURES = ("impl", "device", "tmp_path", "tmp_path_factory", "monkeypatch")
 MODULE_CELL = re.compile(r"^([A-Za-z_]\w*)-(given|answer)-\d+$")  # grade_id of a module cell
 MAX_NOTEBOOK_BYTES = 50 * 2**20  # a learner's notebook larger than this is refused
 
@@ -752,6 +754,18 @@ def _label(value: Any) -> str:
     return text.removeprefix("torch.")
 
 
+class _TempPathFactory:
+    """pytest's `tmp_path_factory`, as far as specs use it: fresh folders under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self._count = root, itertools.count()
+
+    def mktemp(self, basename: str, numbered: bool = True) -> Path:
+        path = self.root / (f"{basename}{next(self._count)}" if numbered else basename)
+        path.mkdir()
+        return path
+
+
 @contextlib.contextmanager
 def _fixtures(spec: Callable, names: list[str], impl: NotebookModule, device: str | None):
     """The fixtures a spec asks for, torn down afterwards."""
@@ -771,6 +785,12 @@ def _fixtures(spec: Callable, names: list[str], impl: NotebookModule, device: st
                 return device
             if name == "tmp_path":
                 return Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            if name == "tmp_path_factory":
+                return _TempPathFactory(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            if name == "monkeypatch":
+                import pytest
+
+                return stack.enter_context(pytest.MonkeyPatch.context())
             definition = namespace.get(name)
             if not hasattr(definition, "_get_wrapped_function"):
                 raise SpecFailed(f"{spec.__name__} needs the fixture {name!r}, which is missing")

@@ -117,8 +117,9 @@ def numbers():
     torn_down.append(True)
 
 @pytest.mark.parametrize("k", [0, 1])
-def test_total(impl, numbers, k, tmp_path):
-    assert tmp_path.is_dir()
+def test_total(impl, numbers, k, tmp_path, tmp_path_factory, monkeypatch):
+    assert tmp_path.is_dir() and tmp_path_factory.mktemp("a") != tmp_path_factory.mktemp("a")
+    monkeypatch.setenv("LADDER_NOTEBOOK_PROBE", str(k))
     if impl.total(numbers) + k != 3 + k:
         fail(f"total({numbers}) is {impl.total(numbers)}")
 
@@ -132,6 +133,7 @@ def test_run_spec_runs_parametrisations_with_fixtures_and_says_what_failed():
     exec(SPEC, namespace)
     notebooks.run_spec(namespace["test_total"], notebooks.NotebookModule({"total": sum}, "x"))
     assert namespace["torn_down"] == [True, True]
+    assert "LADDER_NOTEBOOK_PROBE" not in os.environ  # monkeypatch undone after each run
     wrong = notebooks.NotebookModule({"total": len}, "x")
     with pytest.raises(
         notebooks.SpecFailed, match=r"test_total\[0\] failed:\ntotal\(\[1, 2\]\) is 2"

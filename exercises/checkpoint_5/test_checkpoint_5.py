@@ -190,6 +190,8 @@ def test_your_tools_give_the_facts_and_the_sums(own, data):
         query = f"  {title.upper()} " if len(title) % 2 else title.lower().replace(" ", "  ")
         try:
             got = lookup(query)
+        except NotImplementedError:
+            raise  # a piece not written yet: its own message says which
         except Exception as err:
             fail(f"Lookup({query!r}) raised {type(err).__name__}: {err}; expected {text!r}")
         if got != text:
@@ -211,6 +213,8 @@ def test_your_tools_give_the_facts_and_the_sums(own, data):
     for expression, expected in sums.items():
         try:
             got = calculator(expression)
+        except NotImplementedError:
+            raise
         except Exception as err:
             fail(f"Calculator({expression!r}) raised {type(err).__name__}: {err}")
         if got != expected:
