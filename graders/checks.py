@@ -5,6 +5,7 @@ The public specs and the grader share these, so a learner sees the same words in
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,24 @@ class SpecFailure(AssertionError):
 
 def fail(message: str) -> None:
     raise SpecFailure(message)
+
+
+def bernoulli_kl(a: float, p: float) -> float:
+    """KL(Bernoulli(a) || Bernoulli(p)) in nats, for 0 <= a <= 1 and 0 < p < 1."""
+    return (a * math.log(a / p) if a > 0 else 0.0) + (
+        (1 - a) * math.log((1 - a) / (1 - p)) if a < 1 else 0.0
+    )
+
+
+def chernoff_gap(k: int, n: int, p: float, cells: int, delta: float) -> bool:
+    """Whether k successes in n draws lie too far from the probability p (0 < p < 1) for chance.
+
+    Chernoff: P(n KL(k/n || p) >= c) <= 2 exp(-c), both tails together. With c = log(2 cells /
+    delta), a union bound over `cells` such counts keeps the chance of any false alarm below
+    delta. The bound holds for a hypergeometric count too (Hoeffding 1963), so comparing k of n
+    with a reference's count passes their pooled rate as p.
+    """
+    return n * bernoulli_kl(k / n, p) > math.log(2 * cells / delta)
 
 
 def tolerance(dtype: Any, device: Any = "cpu") -> tuple[float, float]:

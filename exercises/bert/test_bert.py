@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graders.checks import assert_close, describe, fail
+from graders.checks import assert_close, chernoff_gap, describe, fail
 
 DELTA = 1e-7  # the false-failure chance each statistical spec allows itself
 PAD, CLS, SEP, MASK = 0, 1, 2, 3  # special ids of the little vocabularies below
@@ -135,17 +135,13 @@ def chernoff_check(counts, probs, total, cells, what):
     P(N KL(q^ || q) >= c) <= 2 exp(-c) (once for each tail); over `cells` cells the union bound
     makes the chance of any false failure at most 2 * cells * exp(-c) = DELTA.
     """
-    c = math.log(2 * cells / DELTA)
     for name, k in counts.items():
         q, a = probs[name], k / total
         if q == 0:
             if k:
                 fail(f"{what}: {name} came out {k} times in {total}; it should never happen")
             continue
-        kl = (a * math.log(a / q) if a > 0 else 0.0) + (
-            (1 - a) * math.log((1 - a) / (1 - q)) if a < 1 else 0.0
-        )
-        if total * kl > c:
+        if chernoff_gap(k, total, q, cells, DELTA):
             fail(
                 f"{what}: {name} came out {k} times in {total} ({a:.2%}); the rule gives it "
                 f"probability {q:.2%}. A gap this large has a chance below {DELTA:g} for a "

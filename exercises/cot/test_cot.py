@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graders.checks import fail
+from graders.checks import chernoff_gap, fail
 from graders.curriculum import kit_root
 
 DELTA = 1e-7  # the false-failure chance the statistical spec allows itself
@@ -311,16 +311,12 @@ def test_voting_accuracy_matches_theory(impl):
         f"A: 5 × 2 = 10. The answer is 10.\n\nQ: {problem['question']}\nA:"
     )
     settings, trials = [(0.6, 4), (0.55, 5), (0.7, 6)], 1000
-    c = math.log(2 * len(settings) / DELTA)
     for seed, (p, n) in enumerate(settings):
         model = impl.ToyReasoner([problem], trap=1 - p)
         generator = random.Random(seed)
         right = sum(impl.self_consistency(model, prompt, n, generator) == 21 for _ in range(trials))
         a, share = enumerated(p, n), right / trials
-        kl = (share * math.log(share / a) if share > 0 else 0.0) + (
-            (1 - share) * math.log((1 - share) / (1 - a)) if share < 1 else 0.0
-        )
-        if trials * kl > c:
+        if chernoff_gap(right, trials, a, len(settings), DELTA):
             fail(
                 f"self_consistency with n={n} samples, each right with chance p={p}, was right in "
                 f"{right} of {trials} votes ({share:.3f}); theory says {a:.3f} "

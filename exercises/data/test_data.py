@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graders.checks import assert_close, fail
+from graders.checks import assert_close, chernoff_gap, fail
 
 P = (1 << 31) - 1  # the MinHash modulus, MERSENNE_PRIME
 DELTA = 1e-7  # the false-failure chance each statistical spec allows itself
@@ -70,15 +70,11 @@ def chernoff_check(counts, probs, what, cells):
     P(N KL(p^ || p) >= c) <= 2 exp(-c) for both tails together; over `cells` cells the union
     bound makes the chance of any false failure at most 2 * cells * exp(-c) = DELTA.
     """
-    c = math.log(2 * cells / DELTA)
     N = int(np.sum(counts))
     for index in np.ndindex(np.shape(probs)):
         k, p = int(counts[index]), float(probs[index])
         a = k / N
-        kl = (a * math.log(a / p) if a > 0 else 0.0) + (
-            (1 - a) * math.log((1 - a) / (1 - p)) if a < 1 else 0.0
-        )
-        if N * kl > c:
+        if chernoff_gap(k, N, p, cells, DELTA):
             fail(
                 f"{what}: cell {index} came out {k} times in {N} ({a:.4f}), where the law gives "
                 f"probability {p:.4f}; a gap this large has a chance below {DELTA:g}"

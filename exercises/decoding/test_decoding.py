@@ -12,7 +12,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from graders.checks import assert_close, describe, fail
+from graders.checks import assert_close, chernoff_gap, describe, fail
 
 DTYPES = [torch.float32, torch.float64]
 INF = float("inf")
@@ -223,17 +223,14 @@ def chernoff_failure(counts, probs, cells):
     P(N KL(k/N || p) >= c) <= 2 exp(-c) for one cell; with c = log(2 cells / DELTA) and a union
     bound over the cells, an exact sampler fails with chance below DELTA.
     """
-    c, N = math.log(2 * cells / DELTA), counts.sum()
+    N = counts.sum()
     for token, (k, p) in enumerate(zip(counts, probs, strict=True)):
         if p == 0:
             if k:
                 return token, f"token {token} has probability 0 after filtering, yet came {k} times"
             continue
         a = k / N
-        kl = (a * math.log(a / p) if a > 0 else 0.0) + (
-            (1 - a) * math.log((1 - a) / (1 - p)) if a < 1 else 0.0
-        )
-        if N * kl > c:
+        if chernoff_gap(k, N, p, cells, DELTA):
             return token, f"token {token} came {k} times in {N} ({a:.4f}); expected {p:.4f}"
     return None
 

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graders.checks import assert_close, fail
+from graders.checks import assert_close, chernoff_gap, fail
 
 DTYPES = [torch.float32, torch.float64]
 # next_probs is at most a subtraction, a sum over V and a division away from the inputs.
@@ -234,7 +234,6 @@ def chernoff_check(counts, probs, what, cells):
     P(N KL(p^ || p) >= c) <= 2 exp(-c) (once for each tail). Over `cells` cells, the union bound
     makes the chance of any false failure at most 2 * cells * exp(-c) = DELTA.
     """
-    c = math.log(2 * cells / DELTA)
     N = counts.sum()
     for index in np.ndindex(probs.shape):
         k, p = counts[index], probs[index]
@@ -243,10 +242,7 @@ def chernoff_check(counts, probs, what, cells):
                 fail(f"{what}: {index} has probability 0 under the target yet came out {k} times")
             continue
         a = k / N
-        kl = (a * math.log(a / p) if a > 0 else 0.0) + (
-            (1 - a) * math.log((1 - a) / (1 - p)) if a < 1 else 0.0
-        )
-        if N * kl > c:
+        if chernoff_gap(k, N, p, cells, DELTA):
             fail(
                 f"{what}: {index} came out {k} times in {N} draws ({a:.4f}); the target gives "
                 f"it probability {p:.4f}. A gap this large has a chance below {DELTA:g} for an "

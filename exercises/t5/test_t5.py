@@ -13,7 +13,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from graders.checks import assert_close, fail
+from graders.checks import assert_close, chernoff_gap, fail
 
 DELTA = 1e-7  # the false-failure chance of the statistical spec
 V = 1000  # vocabulary size in the specs; ids 900 .. 999 are reserved for sentinels
@@ -138,17 +138,13 @@ def test_span_lengths_are_uniform_cuts(impl, device):
             )
         clean_first[spans[0][1]] += 1
         noise_first[spans[1][1]] += 1
-    c = math.log(2 * 92 / DELTA)
     for name, counts, law in [
         ("first noise span", noise_first, cut_law(15, 5, 11)),
         ("first clean span", clean_first, cut_law(85, 5, 81)),
     ]:
         for j, q in law.items():
             a = counts[j] / N
-            kl = (a * math.log(a / q) if a > 0 else 0.0) + (
-                (1 - a) * math.log((1 - a) / (1 - q)) if a < 1 else 0.0
-            )
-            if N * kl > c:
+            if chernoff_gap(counts[j], N, q, 92, DELTA):
                 fail(
                     f"random_spans_noise_mask(100, 0.15, 3.0), {N} masks: the {name} has length "
                     f"{j} in {a:.2%} of them; a uniformly random cut gives {q:.2%}. A gap this "

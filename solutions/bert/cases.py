@@ -9,11 +9,10 @@ of random draws therefore does not matter, and the same test names a known mista
 with each mutant's counts. mlm_loss is deterministic and compared to tight tolerances.
 """
 
-import math
-
 import torch
 
 from graders.cases import Case
+from graders.checks import chernoff_gap
 
 DELTA = 1e-7  # the false-failure chance each statistical case allows itself
 IGNORE = -100
@@ -67,13 +66,6 @@ def mask_features(m, ids, special_mask, mask_id, vocab_size, p, seed, histogram=
     }
 
 
-def _kl(a, q):
-    """KL(a || q) between Bernoulli laws."""
-    return (a * math.log(a / q) if a > 0 else 0.0) + (
-        (1 - a) * math.log((1 - a) / (1 - q)) if a < 1 else 0.0
-    )
-
-
 def compare_features(actual, expected, inputs):
     """None when the learner's counts could come from the same law as `expected`'s.
 
@@ -96,7 +88,6 @@ def compare_features(actual, expected, inputs):
             else "mask_tokens left ids unchanged, unlike the output compared with"
         )
     counts = expected["counts"]
-    c = math.log(2 * len(counts) / DELTA)
     for name, (k2, n2) in counts.items():
         k1, n1 = actual["counts"][name]
         got = f"{name}: {k1} of {n1}" + (f" ({k1 / n1:.2%})" if n1 else "")
@@ -107,7 +98,7 @@ def compare_features(actual, expected, inputs):
                 return f"mask_tokens: {got}; expected {want}"
             continue
         r = (k1 + k2) / (n1 + n2)
-        if n1 * _kl(k1 / n1, r) > c:
+        if chernoff_gap(k1, n1, r, len(counts), DELTA):
             return (
                 f"mask_tokens: {got}; expected about {k2 / n2:.2%} (the reference: {want}); a gap "
                 f"this large has a chance below {DELTA:g} for a correct implementation"

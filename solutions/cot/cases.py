@@ -4,6 +4,7 @@ import json
 import math
 
 from graders.cases import Case
+from graders.checks import chernoff_gap
 from graders.curriculum import kit_root
 
 DELTA = 1e-7  # the chance that the statistical case fails a correct vote
@@ -132,10 +133,7 @@ def compare_accuracy(actual, expected, inputs):
     a = sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n // 2 + 1, n + 1))
     a += math.comb(n, n // 2) * (p * (1 - p)) ** (n // 2) / 2 if n % 2 == 0 else 0.0
     share = actual / trials
-    kl = (share * math.log(share / a) if share > 0 else 0.0) + (
-        (1 - share) * math.log((1 - share) / (1 - a)) if share < 1 else 0.0
-    )
-    if trials * kl > math.log(2 / DELTA):
+    if chernoff_gap(actual, trials, a, 1, DELTA):
         return (
             f"self_consistency with n={n} samples, each right with chance {p}, was right in "
             f"{actual} of {trials} votes ({share:.3f}); theory says {a:.3f}, and a gap this large "

@@ -8,11 +8,10 @@ correct sampler is below 1e-7. Speed is graded on MinHash alone, the one computa
 learner's choice changes by a large factor.
 """
 
-import math
-
 import numpy as np
 
 from graders.cases import Case
+from graders.checks import chernoff_gap
 
 DELTA = 1e-7  # the false-failure chance of the statistical case
 EXACT = {"rtol": 0.0, "atol": 0.0}
@@ -244,13 +243,9 @@ def compare_mixture(actual, expected, inputs):
     if k.min() < 0 or k.max() >= len(sizes) or i.min() < 0 or (i >= np.asarray(sizes)[k]).any():
         return "mixture_sample returned a source or document index out of range"
     probs, counts = weights / weights.sum(), np.bincount(k, minlength=len(sizes))
-    c = math.log(2 * len(sizes) / DELTA)  # Chernoff and a union bound over the cells
     for source, (count, p) in enumerate(zip(counts, probs, strict=True)):
         a = count / n
-        kl = (a * math.log(a / p) if a > 0 else 0.0) + (
-            (1 - a) * math.log((1 - a) / (1 - p)) if a < 1 else 0.0
-        )
-        if n * kl > c:
+        if chernoff_gap(count, n, p, len(sizes), DELTA):
             return (
                 f"mixture_sample: source {source} was drawn {count} times in {n} ({a:.4f}); its "
                 f"weight gives probability {p:.4f}, a gap with a chance below {DELTA:g}"

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from graders.cases import Case
+from graders.checks import chernoff_gap
 
 DELTA = 1e-7  # the false-failure chance the statistical case allows itself
 Z = 6.0  # 6-sigma bounds: chance 2e-9 each
@@ -187,11 +188,8 @@ def loss_problem(out, inputs):
     if t.min() < 0 or t.max() >= T:
         return f"ddpm_loss drew steps {t.min()} .. {t.max()}; they run 0 .. T - 1 = {T - 1}"
     counts = np.bincount(t, minlength=T)
-    c = math.log(2 * T / DELTA)  # Chernoff per step, union over the T steps
     for k, n in enumerate(counts):
-        a, p = n / B, 1 / T
-        kl = (a * math.log(a / p) if a > 0 else 0.0) + (1 - a) * math.log((1 - a) / (1 - p))
-        if B * kl > c:
+        if chernoff_gap(n, B, 1 / T, T, DELTA):  # Chernoff per step, union over the T steps
             return (
                 f"ddpm_loss drew step {k} {n} times in {B}; uniform steps 0 .. {T - 1} give about "
                 f"{B // T} each (a gap this large has chance < {DELTA:g})"

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from graders.cases import Case
+from graders.checks import chernoff_gap
 
 DELTA = 1e-7  # the false-failure chance each statistical case allows itself
 
@@ -167,7 +168,6 @@ def chernoff_message(counts, probs, what, cells):
     Chernoff: P(N KL(k/N || p) >= c) <= 2 exp(-c) per cell; with c = log(2 cells / DELTA) the
     union bound over `cells` cells keeps the chance of failing an exact sampler below DELTA.
     """
-    c = math.log(2 * cells / DELTA)
     N = counts.sum()
     for index in np.ndindex(probs.shape):
         k, p = counts[index], probs[index]
@@ -176,10 +176,7 @@ def chernoff_message(counts, probs, what, cells):
                 return f"{what}: {index} has probability 0 under the target yet came out {k} times"
             continue
         a = k / N
-        kl = (a * math.log(a / p) if a > 0 else 0.0) + (
-            (1 - a) * math.log((1 - a) / (1 - p)) if a < 1 else 0.0
-        )
-        if N * kl > c:
+        if chernoff_gap(k, N, p, cells, DELTA):
             return (
                 f"{what}: {index} came out {k} times in {N} ({a:.4f}); the target gives it "
                 f"probability {p:.4f}, a gap with a chance below {DELTA:g} for an exact sampler"

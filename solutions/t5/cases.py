@@ -14,6 +14,7 @@ import math
 import torch
 
 from graders.cases import Case
+from graders.checks import chernoff_gap
 
 DELTA = 1e-7  # the false-failure chance of the statistical case
 T5_VOCAB = 32100  # 32,000 SentencePiece ids and 100 sentinels
@@ -119,12 +120,6 @@ def span_features(m, length, density, mean, n_masks, seed):
     return out
 
 
-def _kl(a, q):
-    return (a * math.log(a / q) if a > 0 else 0.0) + (
-        (1 - a) * math.log((1 - a) / (1 - q)) if a < 1 else 0.0
-    )
-
-
 def compare_span_features(actual, expected, inputs):
     """The layout counts are all or nothing for T5's rule, so where `expected` has all (or none)
     they must match exactly. Every other count, k1 of n1 (learner) against k2 of n2: given the
@@ -135,7 +130,6 @@ def compare_span_features(actual, expected, inputs):
         return "random_spans_noise_mask: the masks could not be read"
     what = f"random_spans_noise_mask({inputs['length']}, {inputs['density']}, {inputs['mean']})"
     cells = len(expected["layout"]) + len(expected["lengths"])
-    c = math.log(2 * cells / DELTA)
     for group in ("layout", "lengths"):
         for name, (k2, n2) in expected[group].items():
             k1, n1 = actual[group][name]
@@ -144,7 +138,7 @@ def compare_span_features(actual, expected, inputs):
                     return f"{what}: {k1} of {n1} {name}; expected {k2}"
                 continue
             r = (k1 + k2) / (n1 + n2)
-            if 0 < r < 1 and n1 * _kl(k1 / n1, r) > c:
+            if 0 < r < 1 and chernoff_gap(k1, n1, r, cells, DELTA):
                 return (
                     f"{what}: {k1} of {n1} {name} ({k1 / n1:.2%}); the reference has {k2} of {n2} "
                     f"({k2 / n2:.2%}), a gap with a chance below {DELTA:g} for a correct "
