@@ -321,7 +321,7 @@ def _grade_speed(
         for r in range(options.speed_rounds):
             inputs = case.inputs(case.seed + 1 + r)
             reply = learner.call(
-                Request.of(case.name, case.call, inputs, result.exercise),
+                Request.of(case.name, case.call, inputs, _target(result.exercise)),
                 timeout=case.timeout or options.limits.wall_seconds,
             )
             if not reply.ok:

@@ -274,7 +274,6 @@ class Worker:
             self._stop()
             return
         if line == f"imported {slug}":
-            proc.imported.add(slug)
             return
         if line == f"import-error {slug}":
             why = proc.read_text(f"import-error-{slug}.txt") or f"{what} failed"
@@ -330,7 +329,6 @@ class _Process:
 
     def __init__(self, workdir: Path, plan: Plan, config: dict, limits: Limits) -> None:
         self.workdir, self.plan, self.limits, self.ready = workdir, plan, limits, False
-        self.imported: set[str] = set()
         self.importing: collections.deque[str] = collections.deque()  # asked, reply not yet read
         self.started = time.perf_counter()
         cmd_r, self.cmd_w = os.pipe()
