@@ -68,8 +68,12 @@ def pytest_report_header(config: pytest.Config) -> str:
 class Implementation:
     """The module under test. A missing name fails the spec with the signature the README gives."""
 
-    def __init__(self, module: ModuleType, slug: str) -> None:
-        self._module, self._slug = module, slug
+    def __init__(self, module: ModuleType, slug: str, loaded_by: tuple) -> None:
+        self._module, self._slug, self._loaded_by = module, slug, loaded_by
+
+    def __reduce__(self) -> tuple:
+        """Pickled as what loaded it, so a spawned process (`graders.distributed`) loads it too."""
+        return _reload, self._loaded_by
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -87,11 +91,15 @@ class Implementation:
 
 def _load(config: pytest.Config, slug: str) -> Implementation:
     mutants = dict(m.split(":", 1) for m in config.getoption("mutant"))
+    return _reload(slug, config.getoption("impl"), mutants.get(slug))
+
+
+def _reload(slug: str, impl: str, mutant: str | None) -> Implementation:
     try:
-        module = load(slug, config.getoption("impl"), mutants.get(slug))
+        module = load(slug, impl, mutant)
     except ImplementationError as err:
         pytest.fail(str(err), pytrace=False)
-    return Implementation(module, slug)
+    return Implementation(module, slug, (slug, impl, mutant))
 
 
 @pytest.fixture(scope="module")
