@@ -60,6 +60,18 @@ def split(folder, spec, runs, budget):
     return [n_opt, d_opt]
 
 
+def valley(folder, spec, runs, budget):
+    from types import SimpleNamespace
+
+    from graders import impl
+
+    ns = {"__name__": "ladder_checkpoint_glue"}
+    exec(compile(spec, "test_checkpoint_3.py", "exec"), ns)
+    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    _, _, surface = ns["compute_optimal_split"](own, runs, budget)
+    return list(ns["isoflop_valley"](own, surface, budget))
+
+
 def runs():
     return json.loads(SWEEP.read_text())["runs"]
 
@@ -102,6 +114,21 @@ def within_ratio(actual, expected, inputs):
     return None
 
 
+def valley_within_ratio(actual, expected, inputs):
+    for name, got, want in zip(("the valley", "N_opt"), actual, expected, strict=True):
+        got, want = float(got), float(want)
+        if not (
+            np.isfinite(got) and got > 0 and max(got / want, want / got) <= glue.MAX_VALLEY_RATIO
+        ):
+            return (
+                f"on your surface at C = {inputs['budget']:g} FLOPs your pieces put {name} at "
+                f"N = {got:.4g}, the reference's at {want:.4g} (the bar: within a factor "
+                f"{glue.MAX_VALLEY_RATIO}): run `pytest exercises/checkpoint_3` and "
+                "`ladder check chinchilla`"
+            )
+    return None
+
+
 CASES = [
     Case(
         "your parameter, training FLOP and forward FLOP counts of six made-up models",
@@ -128,5 +155,13 @@ CASES = [
         points=2,
         seed=10**15,
         compare=within_ratio,
+    ),
+    Case(
+        "your isoFLOP valley at 1e14 FLOPs agrees with the reference's",
+        call=valley,
+        inputs=budget_inputs,
+        points=1,
+        seed=10**14,
+        compare=valley_within_ratio,
     ),
 ]
