@@ -1,1 +1,10 @@
 """LLM Ladder's engine: curriculum, implementations, stubs, pytest plugin, grading and CLI."""
+
+import os
+
+# Triton decides when it is first imported whether its kernels run compiled (on a GPU) or through
+# its interpreter (numpy on the CPU), and torch imports it on its own (its FLOP counter does). Every
+# kit process imports this package first, so without a GPU the choice is made here, before anyone
+# imports Triton: flash_attention's kernel then runs on the CPU. A user's own setting wins.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -34,3 +34,13 @@ class Case:
     speed_ratio: float | None = None  # the learner may take up to this times the reference's time
     speed_points: float = 0.0
     timeout: float | None = None  # seconds for one call; None: the grader's wall-clock limit
+    requires: tuple[str, ...] = ()  # "cuda" and packages: a case graded only where all are at hand
+
+    def runs_on(self, device: str) -> bool:
+        """Whether this grading machine, grading on `device`, has what the case requires."""
+        import importlib.util
+
+        return all(
+            device == "cuda" if need == "cuda" else importlib.util.find_spec(need) is not None
+            for need in self.requires
+        )

@@ -218,7 +218,7 @@ def _write_reports(results: list, exercises: list[str], out: Path) -> None:
     bounds = {
         (slug, c.name): c.speed_ratio
         for slug in exercises
-        for c in grade.hidden_cases(slug)
+        for c in grade.hidden_cases(slug, device=None)
         if c.speed_ratio
     }
     report.write_all(results, exercises, out, speed_bounds=bounds)

@@ -54,9 +54,12 @@ def _target(slug: str) -> str:
     return ALL if exercise(slug).is_checkpoint else slug
 
 
-def hidden_cases(slug: str) -> list[Case]:
+def hidden_cases(slug: str, device: str | None = "cpu") -> list[Case]:
+    """The exercise's hidden cases this machine can grade on `device` (see `Case.requires`);
+    every case when `device` is None."""
     path = kit_root() / "solutions" / slug / "cases.py"
-    return list(_cases_in(path, slug)) if path.is_file() else []
+    cases = _cases_in(path, slug) if path.is_file() else ()
+    return [case for case in cases if device is None or case.runs_on(device)]
 
 
 @functools.cache
@@ -252,20 +255,20 @@ def grade_learner(
         if needed:
             worker = Worker(needed, sandboxed=True, device=options.device, limits=options.limits)
             learner = stack.enter_context(worker)
+        cases = {slug: hidden_cases(slug, options.device) for slug in slugs}
         for slug in slugs:  # the trusted side's share, done while the worker starts and imports
-            if any(case.speed_ratio for case in hidden_cases(slug)):
+            if any(case.speed_ratio for case in cases[slug]):
                 pool.prepare(slug)
-            for case in hidden_cases(slug):
+            for case in cases[slug]:
                 oracles[slug].output(case, case.seed)
         for slug in slugs:
             missing = [f"{p}.py" for p in pieces(slug) if p not in needed]
             if missing:
                 why = f"no {' or '.join(missing)} in the submission"
-                results[slug] = [_lost(slug, case, why) for case in hidden_cases(slug)]
+                results[slug] = [_lost(slug, case, why) for case in cases[slug]]
             else:
-                cases = hidden_cases(slug)
                 results[slug] = [
-                    _grade_case(case, learner, oracles[slug], pool, options) for case in cases
+                    _grade_case(case, learner, oracles[slug], pool, options) for case in cases[slug]
                 ]
             if done:
                 done(slug, results[slug])

@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, run_ladder
 
 from graders import demo, grade, impl
+from graders.cases import Case
 from graders.curriculum import all_exercises, pieces
 from graders.release import release
 
@@ -50,6 +51,19 @@ def gradebook(out: Path) -> dict[str, dict[str, str]]:
 def test_every_exercise_has_hidden_cases():
     missing = [ex.slug for ex in all_exercises(checkpoints=False) if ex.slug not in GRADED]
     assert not missing, f"exercises without hidden cases: {missing}"
+
+
+def test_a_case_that_needs_what_the_machine_lacks_leaves_the_grade():
+    def case(*requires: str) -> Case:
+        return Case("c", call=len, inputs=dict, requires=requires)
+
+    assert case().runs_on("cpu") and case("torch").runs_on("cpu")
+    assert not case("cuda").runs_on("cpu") and case("cuda").runs_on("cuda")
+    assert not case("a_package_nobody_installed").runs_on("cuda")
+    every = grade.hidden_cases("flash_attention", device=None)
+    needs_gpu = [c.name for c in every if "cuda" in c.requires]
+    assert needs_gpu, "flash_attention's Triton speed case should require cuda"
+    assert not set(needs_gpu) & {c.name for c in grade.hidden_cases("flash_attention", "cpu")}
 
 
 @pytest.mark.parametrize("slug", GRADED)

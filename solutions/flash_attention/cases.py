@@ -65,18 +65,10 @@ def memory_backward(m, q, k, v, do, is_causal, block_q, block_k):
 
 
 def triton_forward(m, q, k, v, is_causal, block_q, block_k):
-    import importlib.util
-
-    if importlib.util.find_spec("triton") is None:  # the same answer on both sides: not graded
-        return "Triton is not installed on the grading machine"
     return m.triton_flash_forward(q, k, v, is_causal, block_q, block_k)
 
 
 def triton_speed(m, q, k, v, is_causal, block_q, block_k):
-    import importlib.util
-
-    if not q.is_cuda or importlib.util.find_spec("triton") is None:
-        return "the Triton kernel's speed is graded on a GPU only"
     return m.triton_flash_forward(q, k, v, is_causal, block_q, block_k)[1][..., :64]
 
 
@@ -225,6 +217,7 @@ CASES = [
         "Triton forward, 50 queries over 70 keys, float32",
         call=triton_forward,
         inputs=triton_small,
+        requires=("triton",),
         points=1,
         seed=88,
         rtol=1e-5,
@@ -234,6 +227,7 @@ CASES = [
         "Triton forward, causal, 50 queries over 70 keys, float32",
         call=triton_forward,
         inputs=triton_small,
+        requires=("triton",),
         points=1,
         seed=89,
         rtol=1e-5,
@@ -243,6 +237,7 @@ CASES = [
         "Triton forward on a GPU, 2048 causal positions, float16 (speed)",
         call=triton_speed,
         inputs=triton_long,
+        requires=("cuda", "triton"),
         points=0.5,
         seed=99,
         rtol=1e-3,
