@@ -1,0 +1,272 @@
+"""ZeRO: the Zero Redundancy Optimizer (Rajbhandari, Rasley, Ruwase and He, 2020).
+
+Data parallelism copies the whole training state onto every device: parameters, gradients and
+the optimizer's moments. ZeRO keeps the data-parallel computation but stops the copying. Flatten
+every parameter into one vector, pad it to a multiple of the number of ranks, and give each rank
+one contiguous shard. Stage 1 keeps only the rank's shard of the optimizer state (the fp32 master
+parameters and Adam's two moments) and all-gathers the updated parameters after each step.
+Stage 2 also shards the gradients: a reduce-scatter hands each rank the average of its own shard
+of the gradient and nothing else. Stage 3 shards the parameters too: they are all-gathered just
+before they are used and freed right after.
+
+Collectives go through a small object (`Collectives` over torch.distributed, or any object with
+the same four members), so that the same optimizer runs on real processes or on ranks simulated
+in one process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "Collectives",
+    "ZeroAdamW",
+    "adamw_shard_step",
+    "partition_flat",
+    "zero_memory_bytes",
+]
+
+
+def partition_flat(tensors: list[Tensor], world_size: int) -> list[Tensor]:
+    """Flatten, concatenate, zero-pad and split `tensors` into `world_size` equal shards.
+
+    Shapes: tensors of any shapes holding N elements in all (one dtype, one device)
+    -> world_size 1-D tensors, each of length ceil(N / world_size). Shard r holds elements
+    r * S ... (r + 1) * S - 1 of the flat vector (S the shard length), in the order of
+    `tensors`, each flattened row-major; the last S * world_size - N elements are zeros.
+    Returns new tensors: the inputs are left untouched, and the shards carry no autograd history.
+    """
+    if world_size < 1:
+        raise ValueError(f"partition_flat: world_size must be at least 1; got {world_size}")
+    ### BEGIN SOLUTION
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    # Pad to a multiple of world_size so that every rank owns a shard of the same length: the
+    # collectives (all-gather, reduce-scatter) move equal pieces, and rank r's shard starts at r*S.
+    size = math.ceil(flat.numel() / world_size)
+    padded = torch.zeros(size * world_size, dtype=flat.dtype, device=flat.device)
+    padded[: flat.numel()] = flat
+    return [shard.clone() for shard in padded.split(size)]
+    ### END SOLUTION
+
+
+def adamw_shard_step(
+    shard: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: int,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 1e-2,
+) -> None:
+    """One AdamW step (as torch.optim.AdamW takes it) on one rank's shard, in place.
+
+    Shapes: shard, grad, exp_avg and exp_avg_sq all (S,). step is the number of this step,
+    counted from 1. Updates shard, exp_avg and exp_avg_sq in place; returns nothing:
+        shard *= 1 - lr * weight_decay
+        exp_avg    = beta1 * exp_avg    + (1 - beta1) * grad
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad**2
+        shard -= lr * (exp_avg / (1 - beta1**step)) / (sqrt(exp_avg_sq / (1 - beta2**step)) + eps)
+    """
+    if step < 1:
+        raise ValueError(f"adamw_shard_step: step counts from 1; got {step}")
+    ### BEGIN SOLUTION
+    beta1, beta2 = betas
+    with torch.no_grad():
+        # AdamW is elementwise, so a rank can update its shard knowing nothing of the others'.
+        # Decoupled decay: shrink the weights themselves, outside the adaptive step.
+        shard.mul_(1 - lr * weight_decay)
+        exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        # Both moments start at zero: dividing by 1 - beta**step removes that bias.
+        denom = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
+        shard.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+    ### END SOLUTION
+
+
+def zero_memory_bytes(n_params: float, n_devices: int, stage: int, k: float = 12) -> float:
+    """Bytes of model states per device with mixed-precision Adam (the paper's Figure 1).
+
+    Per parameter: 2 bytes of fp16 parameter, 2 of fp16 gradient and k of optimizer state
+    (k = 12 for Adam: fp32 parameter, momentum and variance). Stage 0 is plain data parallelism;
+    stage 1 shards the optimizer state over n_devices, stage 2 also the gradients, stage 3 also
+    the parameters. Example: 7.5e9 parameters on 64 devices: 120e9, 31.4e9, 16.6e9, 1.9e9 bytes.
+    """
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_memory_bytes: stage is 0, 1, 2 or 3; got {stage}")
+    ### BEGIN SOLUTION
+    psi, nd = n_params, n_devices
+    if stage == 0:
+        return (2 + 2 + k) * psi
+    if stage == 1:
+        return 2 * psi + 2 * psi + k * psi / nd
+    if stage == 2:
+        return 2 * psi + (2 + k) * psi / nd
+    return (2 + 2 + k) * psi / nd
+    ### END SOLUTION
+
+
+class Collectives:
+    """The collectives ZeRO needs, over torch.distributed's default process group (given).
+
+    Each returns a new tensor and leaves its input untouched; every rank must call the same
+    collectives in the same order, with tensors of the same size.
+      rank, world_size       this process's rank and the number of ranks
+      all_reduce(t)          the elementwise sum of t over all ranks
+      reduce_scatter(flat)   flat (world_size * S,): this rank's S-long chunk of the sum over ranks
+      all_gather(shard)      shard (S,): every rank's shard, in rank order: (world_size * S,)
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def all_reduce(self, t: Tensor) -> Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    def reduce_scatter(self, flat: Tensor) -> Tensor:
+        chunks = list(flat.chunk(self.world_size))
+        out = torch.empty_like(chunks[0])
+        try:
+            dist.reduce_scatter(out, chunks)
+        except RuntimeError:  # gloo before torch 2.7 has no reduce_scatter: same sum, 2x traffic
+            out = self.all_reduce(flat).chunk(self.world_size)[self.rank].clone()
+        return out
+
+    def all_gather(self, shard: Tensor) -> Tensor:
+        parts = [torch.empty_like(shard) for _ in range(self.world_size)]
+        dist.all_gather(parts, shard.contiguous())
+        return torch.cat(parts)
+
+
+class ZeroAdamW:
+    """AdamW with ZeRO stage 0 (plain data parallelism), 1, 2 or 3, over `comm`'s ranks.
+
+    Every rank builds it on the same parameters (same shapes, same initial values, one dtype and
+    device) and calls the same methods in the same order; each rank's gradients come from its own
+    share of the batch, and the step uses their average over ranks. A training step:
+
+        opt.zero_grad()
+        with opt.gathered():          # stage 3: the parameters exist only inside this block
+            loss_fn(model(x_rank), y_rank).backward()
+        opt.step()
+
+    Public state, on each rank (S = ceil(N / world_size), N the number of elements of all params):
+      shard                 this rank's fp32-master slice of the padded flat parameters: (S,),
+                            or (N,) in stage 0, where nothing is sharded
+      exp_avg, exp_avg_sq   Adam's moments for exactly the elements of `shard`, same shape
+    Between uses (after step(), outside gathered()): in stages 0-2 every parameter holds its full
+    updated value; in stage 3 every parameter is freed (numel() == 0) and only `shard` remains.
+    In stages 2 and 3, step() leaves every p.grad None: only the gradient shard was kept.
+    `comm` defaults to Collectives() (torch.distributed's default group).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        stage: int = 1,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        comm: object | None = None,
+    ) -> None:
+        if stage not in (0, 1, 2, 3):
+            raise ValueError(f"ZeroAdamW: stage is 0, 1, 2 or 3; got {stage}")
+        self.params = list(params)
+        if len({(p.dtype, p.device) for p in self.params}) != 1:
+            raise ValueError("ZeroAdamW: the parameters must share one dtype and one device")
+        self.stage, self.lr, self.betas = stage, lr, betas
+        self.eps, self.weight_decay = eps, weight_decay
+        self.comm = comm if comm is not None else Collectives()
+        self.shapes = [p.shape for p in self.params]  # kept for _load, which restores them
+        ### BEGIN SOLUTION
+        self.steps = 0
+        # Stage 0 keeps the whole state on every rank; stages 1-3 keep one shard per rank.
+        parts = 1 if stage == 0 else self.comm.world_size
+        mine = 0 if stage == 0 else self.comm.rank
+        self.shard = partition_flat(self.params, parts)[mine]
+        self.exp_avg = torch.zeros_like(self.shard)
+        self.exp_avg_sq = torch.zeros_like(self.shard)
+        if stage == 3:
+            self._free()
+        ### END SOLUTION
+
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (set it to None)."""
+        for p in self.params:
+            p.grad = None
+
+    @contextmanager
+    def gathered(self) -> Iterator[None]:
+        """Stage 3: all-gather the full parameters for the block's duration and free them after.
+
+        In stages 0-2 the parameters are always whole, and this does nothing.
+        """
+        ### BEGIN SOLUTION
+        if self.stage < 3:
+            yield
+            return
+        self._load(self.comm.all_gather(self.shard))
+        try:
+            yield
+        finally:  # free the full copy: between uses a rank holds only its shard
+            self._free()
+        ### END SOLUTION
+
+    def step(self) -> None:
+        """One AdamW step on the gradients averaged over ranks (each rank's p.grad, full shape)."""
+        ### BEGIN SOLUTION
+        self.steps += 1
+        world, rank = self.comm.world_size, self.comm.rank
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        if self.stage == 0:  # plain data parallelism: every rank averages and updates everything
+            grad = self.comm.all_reduce(partition_flat(grads, 1)[0]) / world
+        elif self.stage == 1:  # the full average on every rank; the optimizer needs only our part
+            grad = self.comm.all_reduce(torch.cat(partition_flat(grads, world))).chunk(world)[rank]
+            grad = grad / world
+        else:  # stages 2 and 3: a reduce-scatter sums only our shard here; drop the full gradient
+            grad = self.comm.reduce_scatter(torch.cat(partition_flat(grads, world))) / world
+            self.zero_grad()
+        adamw_shard_step(
+            self.shard,
+            grad,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self.steps,
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+        )
+        if self.stage == 0:
+            self._load(self.shard)
+        elif self.stage in (1, 2):  # every rank needs every updated parameter for the next pass
+            self._load(self.comm.all_gather(self.shard))
+        # Stage 3: nothing to send; the next gathered() collects the updated shards.
+        ### END SOLUTION
+
+    # Helpers for the parameters' storage (given).
+
+    def _load(self, flat: Tensor) -> None:
+        """Make every parameter a full tensor again, filled from flat (N or more elements)."""
+        offset = 0
+        with torch.no_grad():
+            for p, shape in zip(self.params, self.shapes, strict=True):
+                n = shape.numel()
+                p.data = flat[offset : offset + n].view(shape).clone()
+                offset += n
+
+    def _free(self) -> None:
+        """Drop every parameter's full value (stage 3 between uses): each holds 0 elements."""
+        for p in self.params:
+            p.data = torch.empty(0, dtype=p.dtype, device=p.device)
