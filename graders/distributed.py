@@ -10,6 +10,7 @@ arguments: it travels as the name of what it loaded and is loaded again in each 
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -66,7 +67,7 @@ def run_ranks(
     missing = [rank for rank in range(world_size) if rank not in outcomes]
     if missing:
         raise RankError(f"ranks {missing} of {world_size} died without a result")
-    return [outcomes[rank][1] for rank in range(world_size)]
+    return [pickle.loads(outcomes[rank][1]) for rank in range(world_size)]
 
 
 def _collect(processes: list, results: Any, timeout: float) -> dict[int, tuple[str, Any]]:
@@ -96,8 +97,8 @@ def _rank_main(rank: int, fn: Callable, world_size: int, args: tuple, store: str
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only, also in a sandbox
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    try:
-        results.put((rank, "ok", fn(rank, world_size, *args)))
+    try:  # pickled here by value: a tensor sent as shared memory dies with the rank that sent it
+        results.put((rank, "ok", pickle.dumps(fn(rank, world_size, *args))))
     except SpecFailure as err:
         results.put((rank, "spec", str(err)))
     except NotImplementedError as err:

@@ -21,6 +21,10 @@ def summed_rank(rank: int, world_size: int, scale: float) -> float:
     return t.item()
 
 
+def own_tensor(rank: int, world_size: int) -> torch.Tensor:
+    return torch.full((3,), float(rank))
+
+
 def rank_one_fails(rank: int, world_size: int) -> None:
     if rank == 1:
         fail("rank one's verdict")
@@ -44,6 +48,11 @@ def loads_the_reference(rank: int, world_size: int, impl) -> str:
 
 def test_each_rank_returns_its_result_after_a_collective():
     assert run_ranks(summed_rank, 3, 2.0) == [6.0, 6.0, 6.0]
+
+
+def test_tensors_come_back_by_value_after_their_rank_has_exited():
+    first, second = run_ranks(own_tensor, 2)
+    assert first.tolist() == [0.0] * 3 and second.tolist() == [1.0] * 3
 
 
 def test_a_rank_s_verdict_is_raised_with_the_rank_named_and_the_others_are_killed():
