@@ -229,7 +229,8 @@ def test_dropout_on_adapter_input(impl, device):
         fail(
             f"{name} in train mode, A = I, B = ones, x = ones {(N, d_in)}: every output feature "
             f"of a row should get the same update (dropout acts on the adapter's input x), but "
-            f"they differ by up to {spread:.3g}: is dropout applied to the output?"
+            f"they differ by up to {spread:.3g}: dropout belongs on the adapter's input only, "
+            "not on its output nor on the frozen path's input"
         )
     kept = update[:, 0] * (1 - p)
     if (kept - kept.round()).abs().max() > 1e-9 or kept.min() < -1e-9 or kept.max() > d_in + 1e-9:

@@ -27,9 +27,10 @@ __all__ = [
 class LoRALinear(nn.Module):
     """A frozen nn.Linear plus a trainable low-rank update: y = base(x) + (alpha/r) B A dropout(x).
 
-    Shapes: x (..., in_features) -> (..., out_features). Attributes the specs use:
-    `base` (the wrapped nn.Linear, frozen), `lora_A` (nn.Parameter (r, in_features)),
-    `lora_B` (nn.Parameter (out_features, r)), `scaling` (alpha / r), `merged` (bool).
+    Shapes: x (..., in_features) -> (..., out_features). Attributes: `base` (the wrapped
+    nn.Linear, frozen), `lora_A` (nn.Parameter (r, in_features)), `lora_B` (nn.Parameter
+    (out_features, r)), `scaling` (alpha / r), `merged` (bool); the specs read and write `base`,
+    `lora_A` and `lora_B` by these names.
     A is initialised like nn.Linear's weight (kaiming-uniform, a = sqrt(5)), B with zeros; both
     are created with the base weight's dtype and device.
     """

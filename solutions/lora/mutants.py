@@ -105,6 +105,17 @@ def dropout_on_output(self, x):
 
 
 @mutant(
+    "LoRALinear.forward",
+    "dropout is applied to x before both paths: the frozen base must see the input unchanged",
+)
+def dropout_on_both_paths(self, x):
+    if self.merged:
+        return self.base(x)
+    x = self.dropout(x)
+    return self.base(x) + self.scaling * (x @ self.lora_A.T @ self.lora_B.T)
+
+
+@mutant(
     "matches_target",
     "target names are matched as substrings: 'proj' also wraps 'proj_out'",
 )
