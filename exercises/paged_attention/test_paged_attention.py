@@ -99,11 +99,15 @@ def test_allocator_counts_holders(impl):
                 f"expected refcount {want_count}, num_free {want_free} (a block returns to the "
                 "free list only when its last holder frees it)"
             )
-    try:
-        a.free(b)
-    except ValueError:
-        return
-    fail(f"BlockAllocator: freeing block {b} once more than it was held should raise ValueError")
+    for name, call in [("freeing", a.free), ("sharing", a.share)]:
+        try:
+            call(b)
+        except ValueError:
+            continue
+        fail(
+            f"BlockAllocator(3): {name} block {b} after its last holder freed it should raise "
+            "ValueError (a free block has no holder to free or to share)"
+        )
 
 
 # ------------------------------------------------------------------ the cache
