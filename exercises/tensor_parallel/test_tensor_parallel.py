@@ -2,48 +2,34 @@
 
 Three levels, in the order a learner meets them:
 1. one rank, no process group: every collective is a no-op, so shards are checked one by one;
-2. simulated ranks: `simulate_ranks` runs each rank in a thread of this process, with
-   `torch.distributed.all_reduce` replaced by an exact in-process sum (CPU only);
+2. simulated ranks: `graders.distributed.simulate_ranks` runs each rank in a thread of this
+   process, with torch.distributed faked and all_reduce an exact in-process sum (CPU only);
 3. real ranks: `graders.distributed.run_ranks` spawns 2 and 4 processes in one gloo group.
 Every layer is compared with the unsharded torch module it was built from, in float64: outputs,
 the input's gradient and every parameter's gradient, and the number of collectives per pass.
 """
 
-import threading
+from collections import Counter
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graders.checks import SpecFailure, assert_close, fail
-from graders.distributed import run_ranks
+from graders.checks import assert_close, fail
+from graders.distributed import collective_calls, run_ranks, simulate_ranks
 
 TOL = dict(rtol=1e-10, atol=1e-12)  # float64: a few hundred products and sums lose ~1e-15
 DT = torch.float64
-COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter")
-COLLECTIVES += ("reduce_scatter_tensor", "broadcast", "reduce", "all_to_all_single")
 
 # ---------------------------------------------------------------------------------------------
-# Counting collectives: each rank (process or simulated thread) keeps its own tally.
-
-_tally = threading.local()
-
-
-def _counting(name, function):
-    def counted(*args, **kwargs):
-        counts = _tally.__dict__.setdefault("counts", {})
-        counts[name] = counts.get(name, 0) + 1
-        return function(*args, **kwargs)
-
-    return counted
+# Counting collectives: graders.distributed logs each rank's calls, on simulated and real ranks.
 
 
 def counts() -> dict:
     """This rank's collectives so far, {name: calls}."""
-    return dict(_tally.__dict__.get("counts", {}))
+    return dict(Counter(name for name, _ in collective_calls()))
 
 
 def since(before: dict) -> dict:
@@ -59,117 +45,6 @@ def expect_collectives(what: str, phase: str, got: dict, all_reduces: int) -> No
             f"{want or 'none'} (call collectives as torch.distributed.all_reduce or through the "
             "given all_reduce, so they can be counted)"
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Simulated ranks: threads of this process sharing an exact all-reduce.
-
-
-class _Simulation:
-    def __init__(self, world_size: int) -> None:
-        self.world_size, self.cond = world_size, threading.Condition()
-        self.slots, self.arrived, self.generation = [None] * world_size, 0, 0
-        self.result, self.done, self.local = None, set(), threading.local()
-
-    def all_reduce(self, tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
-        if op != dist.ReduceOp.SUM or async_op:
-            raise NotImplementedError("the simulation sums synchronously (op=SUM) only")
-        rank = self.local.rank
-        with self.cond:
-            self.slots[rank] = tensor.detach().clone()
-            self.arrived += 1
-            generation = self.generation
-            if self.arrived == self.world_size:
-                shapes = {tuple(s.shape) for s in self.slots}
-                if len(shapes) > 1:
-                    self.result = RuntimeError(f"all_reduce of different shapes: {shapes}")
-                else:
-                    total = self.slots[0].clone()
-                    for s in self.slots[1:]:  # rank order, so every rank gets the same bits
-                        total += s
-                    self.result = total
-                self.arrived, self.generation = 0, generation + 1
-                self.cond.notify_all()
-            elif not self.cond.wait_for(
-                lambda: self.generation != generation or self.done, timeout=60
-            ) or (self.generation == generation):
-                raise RuntimeError(
-                    f"rank {rank} waits in all_reduce for ranks that finished or failed "
-                    f"({sorted(self.done)}): every rank must make the same collective calls"
-                )
-            result = self.result
-        if isinstance(result, Exception):
-            raise result
-        with torch.no_grad():
-            tensor.copy_(result)
-
-    def rank_main(self, rank, fn, args, outcomes):
-        self.local.rank = rank
-        try:
-            outcomes[rank] = ("ok", fn(rank, self.world_size, *args))
-        except BaseException as err:
-            outcomes[rank] = ("error", err)
-        finally:
-            with self.cond:
-                self.done.add(rank)
-                self.cond.notify_all()
-
-
-_one_simulation = threading.Lock()
-
-
-def simulate_ranks(fn, world_size: int, *args):
-    """`fn(rank, world_size, *args)` on `world_size` threads; results in rank order.
-
-    torch.distributed is faked while they run: is_initialized() is True, get_rank() and
-    get_world_size() answer for the calling thread, and all_reduce sums exactly over the threads.
-    """
-    sim, outcomes = _Simulation(world_size), {}
-    fakes = {
-        "is_initialized": lambda: True,
-        "get_world_size": lambda group=None: world_size,
-        "get_rank": lambda group=None: sim.local.rank,
-        "all_reduce": _counting("all_reduce", sim.all_reduce),
-    }
-    for name in COLLECTIVES[1:]:
-        fakes[name] = _counting(name, _unsupported(name))
-    with _one_simulation:
-        saved = {name: getattr(dist, name) for name in fakes}
-        try:
-            for name, fake in fakes.items():
-                setattr(dist, name, fake)
-            threads = [
-                threading.Thread(target=sim.rank_main, args=(r, fn, args, outcomes), daemon=True)
-                for r in range(world_size)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
-        finally:
-            for name, original in saved.items():
-                setattr(dist, name, original)
-    for rank in range(world_size):
-        kind, value = outcomes.get(rank, ("error", RuntimeError("never finished")))
-        if kind == "error":
-            if isinstance(value, SpecFailure):
-                raise SpecFailure(f"rank {rank} of {world_size} (simulated): {value}")
-            raise value
-    return [outcomes[r][1] for r in range(world_size)]
-
-
-def _unsupported(name):
-    def collective(*args, **kwargs):
-        raise NotImplementedError(f"torch.distributed.{name}: tensor parallelism needs all_reduce")
-
-    return collective
-
-
-def count_real_collectives() -> None:
-    """In a spawned process: count every torch.distributed collective this rank calls."""
-    for name in COLLECTIVES:
-        if hasattr(dist, name):
-            setattr(dist, name, _counting(name, getattr(dist, name)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,7 +359,6 @@ def test_attention_simulated(impl, device, world_size, is_causal, bias):
 
 
 def every_layer_on_a_real_rank(rank, world_size, impl):
-    count_real_collectives()
     check_f_and_g(rank, world_size, impl)
     check_column(rank, world_size, impl, 11, 5, 3 * world_size)
     check_row(rank, world_size, impl, 12, 2 * world_size, 7)

@@ -3,13 +3,13 @@
 Oracles: torch.optim.AdamW in one process on the whole batch (every stage, on any number of ranks,
 must end at its parameters and, shard by shard, at its moments); torch's own
 ZeroRedundancyOptimizer for stage 1; the paper's Figure 1 for the memory formula. The first specs
-need no processes: the ranks are a loop (or threads) in this process. The last ones start 2 and 4
-real processes joined in a gloo group on loopback (graders.distributed.run_ranks), which are
-always killed, even when a spec fails. No spec is statistical: every input comes from a seed.
+need no processes: the ranks are a loop in this process, or its threads with torch.distributed
+faked (graders.distributed.simulate_ranks). The last ones start 2 and 4 real processes joined in a
+gloo group on loopback (graders.distributed.run_ranks), which are always killed, even when a spec
+fails. No spec is statistical: every input comes from a seed.
 """
 
 import math
-import threading
 
 import pytest
 import torch
@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from graders.checks import assert_close, fail
-from graders.distributed import run_ranks
+from graders.distributed import collective_calls, run_ranks, simulate_ranks
 
 # float64 throughout the training specs: a few AdamW steps agree with torch to about 1e-15, and
 # every mistake the specs look for moves a parameter by 1e-6 or more. See the README's table.
@@ -68,15 +68,13 @@ def torch_adamw(init, x, y, steps=STEPS):
     return [p.detach() for p in params], flat
 
 
-def train(impl, comm, rank, world_size, stage, seed, steps=STEPS):
-    """The learner's ZeroAdamW on this rank: what it ends with, and what it held between uses."""
-    init, x, y = problem(seed)
-    if comm is not None:
-        device = comm.device
-        init, x, y = [t.to(device) for t in init], x.to(device), y.to(device)
+def train(impl, rank, world_size, stage, seed, steps=STEPS, device="cpu"):
+    """The learner's ZeroAdamW on this rank (simulated or real, over torch.distributed through the
+    default Collectives()): what it ends with, and what it held between uses."""
+    init, x, y = problem(seed, device)
     params = [t.clone().requires_grad_() for t in init]
     x, y = rows(x, rank, world_size), rows(y, rank, world_size)
-    opt = impl.ZeroAdamW(params, stage=stage, comm=comm, **HYPER)
+    opt = impl.ZeroAdamW(params, stage=stage, **HYPER)
     inside, between, grads_left = [], [], []
     for _ in range(steps):
         opt.zero_grad()
@@ -99,77 +97,12 @@ def train(impl, comm, rank, world_size, stage, seed, steps=STEPS):
     }
 
 
-# -- ranks simulated as threads of this process --------------------------------------------------
+# -- ranks simulated as threads of this process (graders.distributed.simulate_ranks) ------------
 
 
-class SimulatedWorld:
-    """world_size ranks as threads of one process: each collective meets at a barrier, and every
-    call is logged per rank as (name, number of elements sent)."""
-
-    def __init__(self, world_size: int, device: str = "cpu") -> None:
-        self.world_size, self.device = world_size, device
-        self.barrier = threading.Barrier(world_size, timeout=60)
-        self.slots = [None] * world_size
-        self.log = [[] for _ in range(world_size)]
-
-    def exchange(self, rank, name, t):
-        self.log[rank].append((name, t.numel()))
-        self.slots[rank] = (name, t.detach().clone())
-        self.barrier.wait()
-        got = list(self.slots)
-        self.barrier.wait()
-        if len({(n, tuple(v.shape)) for n, v in got}) > 1:
-            fail(
-                "the ranks called different collectives at the same time (name, shape per rank): "
-                f"{[(n, tuple(v.shape)) for n, v in got]}; every rank must call the same ones in "
-                "the same order"
-            )
-        return [v for _, v in got]
-
-
-class SimulatedCollectives:
-    """The Collectives interface for one simulated rank."""
-
-    def __init__(self, world: SimulatedWorld, rank: int) -> None:
-        self.world, self.rank, self.world_size = world, rank, world.world_size
-        self.device = world.device
-
-    def all_reduce(self, t):
-        return torch.stack(self.world.exchange(self.rank, "all_reduce", t)).sum(0)
-
-    def reduce_scatter(self, flat):
-        if flat.numel() % self.world_size:
-            fail(f"reduce_scatter got {flat.numel()} elements, not a multiple of {self.world_size}")
-        total = torch.stack(self.world.exchange(self.rank, "reduce_scatter", flat)).sum(0)
-        return total.chunk(self.world_size)[self.rank].clone()
-
-    def all_gather(self, shard):
-        return torch.cat(self.world.exchange(self.rank, "all_gather", shard))
-
-
-def simulate_ranks(fn, world_size, device="cpu"):
-    """fn(rank, comm) on world_size threads; the results in rank order and the world's log."""
-    world = SimulatedWorld(world_size, device)
-    results, errors = [None] * world_size, [None] * world_size
-
-    def run(rank):
-        try:
-            results[rank] = fn(rank, SimulatedCollectives(world, rank))
-        except BaseException as err:  # the others stop waiting at the barrier
-            errors[rank] = err
-            world.barrier.abort()
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(world_size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    first = [e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)]
-    if first:
-        raise first[0]
-    if any(errors):
-        fail(f"simulated ranks stopped waiting for each other: {errors}")
-    return results, world.log
+def zero_on_a_simulated_rank(rank, world_size, impl, stage, seed, steps, device):
+    """train() on one simulated rank, and the collectives it called: (name, elements sent)."""
+    return train(impl, rank, world_size, stage, seed, steps, device), collective_calls()
 
 
 # -- checks shared by the simulated and the real ranks -------------------------------------------
@@ -434,11 +367,8 @@ def test_zero_memory_formula(impl, n_params, n_devices, k):
 @pytest.mark.parametrize("stage", STAGES)
 def test_simulated_ranks_match_single_process_adamw(impl, device, stage):
     world_size = 3
-
-    def rank_fn(rank, comm):
-        return train(impl, comm, rank, world_size, stage, seed=3)
-
-    out, _ = simulate_ranks(rank_fn, world_size, device)
+    runs = simulate_ranks(zero_on_a_simulated_rank, world_size, impl, stage, 3, STEPS, device)
+    out = [o for o, _ in runs]
     check_against_adamw(out, world_size, stage, seed=3, where="ranks simulated as threads")
     check_memory_between_uses(out, world_size, stage, where="ranks simulated as threads")
 
@@ -448,16 +378,12 @@ def test_gradients_are_reduce_scattered(impl, device, stage):
     world_size = 2
     n = sum(t.numel() for t in problem(0)[0])
     size = math.ceil(n / world_size)
-
-    def rank_fn(rank, comm):
-        return train(impl, comm, rank, world_size, stage, seed=5, steps=2)
-
-    _, log = simulate_ranks(rank_fn, world_size, device)
+    runs = simulate_ranks(zero_on_a_simulated_rank, world_size, impl, stage, 5, 2, device)
     what = (
         f"ZeroAdamW(stage={stage}) on 2 simulated ranks (N = {n}), 2 steps: the collectives "
         "called, (name, elements sent)"
     )
-    calls = log[0]
+    calls = runs[0][1]
     if any(name == "all_reduce" for name, _ in calls):
         fail(
             f"{what}: {calls}; stage {stage} never all-reduces: a reduce_scatter of the padded "
@@ -484,7 +410,7 @@ def test_gradients_are_reduce_scattered(impl, device, stage):
 def zero_on_ranks(rank: int, world_size: int, impl, seed: int):
     """Run in each spawned process: every stage of the learner's optimizer, and torch's
     ZeroRedundancyOptimizer, on this rank's share of the batch."""
-    out = {stage: train(impl, None, rank, world_size, stage, seed) for stage in STAGES}
+    out = {stage: train(impl, rank, world_size, stage, seed) for stage in STAGES}
     from torch.distributed.optim import ZeroRedundancyOptimizer
 
     init, x, y = problem(seed)

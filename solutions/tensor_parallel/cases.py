@@ -1,10 +1,10 @@
 """Hidden grading cases for tensor_parallel.
 
 A case's `call` travels to the sandbox as source, where a spawned process could not import it, so
-the ranks are simulated: one thread per rank in the sandbox's process, with torch.distributed's
-all_reduce replaced by an exact sum over the threads (the public specs' level 2). The call returns
-every rank's output, input gradient and parameter gradients, and how many collectives each rank
-made in the forward and in the backward pass.
+the ranks are simulated by `graders.distributed.simulate_ranks`: one thread per rank in the
+sandbox's process, with torch.distributed faked and all_reduce an exact sum over the threads (the
+public specs' level 2). The call returns every rank's output, input gradient and parameter
+gradients, and the collectives each rank called in the forward and in the backward pass.
 """
 
 import torch
@@ -13,38 +13,14 @@ from graders.cases import Case
 
 
 def simulated(m, layer, world_size, weights, x, r, is_causal=False):
-    import threading
-
     import torch
-    import torch.distributed as dist
 
-    cond, local = threading.Condition(), threading.local()
-    state = {"slots": [None] * world_size, "arrived": 0, "gen": 0, "result": None, "done": set()}
+    from graders.distributed import collective_calls, simulate_ranks
 
-    def all_reduce(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
-        local.count += 1
-        rank = local.rank
-        with cond:
-            state["slots"][rank] = tensor.detach().clone()
-            state["arrived"] += 1
-            gen = state["gen"]
-            if state["arrived"] == world_size:
-                total = state["slots"][0].clone()
-                for s in state["slots"][1:]:
-                    total += s
-                state.update(result=total, arrived=0, gen=gen + 1)
-                cond.notify_all()
-            else:
-                cond.wait_for(lambda: state["gen"] != gen or state["done"], timeout=60)
-                if state["gen"] == gen:
-                    raise RuntimeError("the ranks made different collective calls")
-            result = state["result"]
-        with torch.no_grad():
-            tensor.copy_(result)
-
-    def unsupported(*args, **kwargs):
-        local.count += 1000  # any other collective: tensor parallelism needs only all_reduce
-        raise RuntimeError("only all_reduce is simulated")
+    # On the CPU: CUDA runs every backward pass on one shared autograd thread, where the ranks'
+    # all-reduces would wait for each other forever.
+    x, r = x.cpu(), r.cpu()
+    weights = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in weights.items()}
 
     def build(rank):
         d = weights
@@ -77,75 +53,40 @@ def simulated(m, layer, world_size, weights, x, r, is_causal=False):
         params = [mod.qkv_proj.weight, mod.qkv_proj.bias, mod.out_proj.weight, mod.out_proj.bias]
         return (lambda t: mod(t, is_causal=is_causal)), params
 
-    def rank_main(rank, results):
-        local.rank, local.count = rank, 0
-        try:
-            if layer == "fg":  # f then g on a different input per rank
-                xr = x[rank].clone().requires_grad_()
-                y = m.reduce_from_ranks(m.copy_to_ranks(xr) * (rank + 1))
-                fwd = local.count
-                y.backward(r[rank])
-                results[rank] = (y.detach(), xr.grad, [], [fwd, local.count - fwd])
-                return
-            mod, params = build(rank)
-            xr = x[rank] if layer == "row" else x
-            xr = xr.clone().requires_grad_()
-            y = mod(xr)
-            fwd = local.count
-            out_r = r[..., rank, :] if layer == "column" else r
-            (y * out_r).sum().backward()
-            grads = [
-                torch.zeros(0, dtype=x.dtype)
-                if p is None or p.grad is None
-                else p.grad.detach().flatten()
-                for p in params
-            ]
-            results[rank] = (y.detach(), xr.grad, grads, [fwd, local.count - fwd])
-        except BaseException as err:
-            results[rank] = err
-        finally:
-            with cond:
-                state["done"].add(rank)
-                cond.notify_all()
-
-    names = ["all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor"]
-    names += ["broadcast", "reduce", "all_to_all_single"]
-    fakes = {
-        "is_initialized": lambda: True,
-        "get_world_size": lambda group=None: world_size,
-        "get_rank": lambda group=None: local.rank,
-        "all_reduce": all_reduce,
-        **{n: unsupported for n in names},
-    }
-    saved = {n: getattr(dist, n) for n in fakes if hasattr(dist, n)}
-    results = {}
-    try:
-        for n, fake in fakes.items():
-            setattr(dist, n, fake)
-        threads = [
-            threading.Thread(target=rank_main, args=(k, results), daemon=True)
-            for k in range(world_size)
+    def rank_main(rank, world_size):
+        if layer == "fg":  # f then g on a different input per rank
+            xr = x[rank].clone().requires_grad_()
+            y = m.reduce_from_ranks(m.copy_to_ranks(xr) * (rank + 1))
+            fwd = len(collective_calls())
+            y.backward(r[rank])
+            return y.detach(), xr.grad, [], passes(fwd)
+        mod, params = build(rank)
+        xr = x[rank] if layer == "row" else x
+        xr = xr.clone().requires_grad_()
+        y = mod(xr)
+        fwd = len(collective_calls())
+        out_r = r[..., rank, :] if layer == "column" else r
+        (y * out_r).sum().backward()
+        grads = [
+            torch.zeros(0, dtype=x.dtype)
+            if p is None or p.grad is None
+            else p.grad.detach().flatten()
+            for p in params
         ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-    finally:
-        for n, original in saved.items():
-            setattr(dist, n, original)
-    for k in range(world_size):
-        if isinstance(results.get(k), BaseException):
-            raise results[k]
+        return y.detach(), xr.grad, grads, passes(fwd)
+
+    def passes(fwd):
+        """The names of this rank's collectives in the forward and in the backward pass."""
+        names = [name for name, _ in collective_calls()]
+        return [names[:fwd], names[fwd:]]
+
+    results = simulate_ranks(rank_main, world_size)
     empty = torch.zeros(0, dtype=x.dtype)
     return {
-        "out": torch.stack([results[k][0] for k in range(world_size)]),
-        "x_grad": torch.stack(
-            [empty if results[k][1] is None else results[k][1] for k in range(world_size)]
-        ),
-        "param_grads": [
-            torch.cat(results[k][2]) if results[k][2] else empty for k in range(world_size)
-        ],
-        "collectives": [results[k][3] for k in range(world_size)],
+        "out": torch.stack([res[0] for res in results]),
+        "x_grad": torch.stack([empty if res[1] is None else res[1] for res in results]),
+        "param_grads": [torch.cat(res[2]) if res[2] else empty for res in results],
+        "collectives": [res[3] for res in results],
     }
 
 

@@ -1,9 +1,9 @@
 """Hidden grading cases for zero: shapes, world sizes, settings and models unlike the public specs'.
 
 The grader ships each `call` to the sandbox as source, where a spawned process could not import
-it, so the ranks are simulated in one process: threads that meet at a barrier for each
-collective, through the same Collectives interface the optimizer takes (`comm=`). Every case is
-deterministic, so none can fail by chance.
+it, so the ranks are simulated in one process by `graders.distributed.simulate_ranks`: threads
+with torch.distributed faked, which the optimizer's default `Collectives()` calls unchanged.
+Every case is deterministic, so none can fail by chance.
 """
 
 import torch
@@ -46,47 +46,20 @@ def memory_table(m, n_params, n_devices, k):
 
 
 def zero_on_threads(m, init, x, y, stage, world_size, steps, hyper):
-    """The learner's ZeroAdamW on world_size ranks simulated as threads of this process."""
-    import threading
-
+    """The learner's ZeroAdamW on world_size ranks simulated as threads of this process, over the
+    default Collectives() (torch.distributed, faked by simulate_ranks)."""
     import torch
 
-    barrier = threading.Barrier(world_size, timeout=60)
-    slots = [None] * world_size
-    log = [[] for _ in range(world_size)]
-
-    class Comm:  # one simulated rank's collectives; every call meets the others at the barrier
-        def __init__(self, rank):
-            self.rank, self.world_size = rank, world_size
-
-        def _exchange(self, name, t):
-            log[self.rank].append([name, int(t.numel())])
-            slots[self.rank] = t.detach().clone()
-            barrier.wait()
-            got = list(slots)
-            barrier.wait()
-            if len({tuple(v.shape) for v in got}) > 1:
-                raise RuntimeError(f"{name}: the ranks sent shapes {[tuple(v.shape) for v in got]}")
-            return got
-
-        def all_reduce(self, t):
-            return torch.stack(self._exchange("all_reduce", t)).sum(0)
-
-        def reduce_scatter(self, flat):
-            total = torch.stack(self._exchange("reduce_scatter", flat)).sum(0)
-            return total.chunk(world_size)[self.rank].clone()
-
-        def all_gather(self, shard):
-            return torch.cat(self._exchange("all_gather", shard))
+    from graders.distributed import collective_calls, simulate_ranks
 
     def loss_fn(params, x, y):
         w1, b1, w2, w3 = params
         return ((torch.relu(x @ w1 + b1) @ w2).tanh() @ w3 - y).pow(2).mean()
 
-    def rank_main(rank):
+    def rank_main(rank, world_size):
         params = [t.clone().requires_grad_() for t in init]
         xr, yr = x.chunk(world_size)[rank], y.chunk(world_size)[rank]
-        opt = m.ZeroAdamW(params, stage=stage, comm=Comm(rank), **hyper)
+        opt = m.ZeroAdamW(params, stage=stage, **hyper)
         between, grads_left = [], []
         for _ in range(steps):
             opt.zero_grad()
@@ -104,30 +77,10 @@ def zero_on_threads(m, init, x, y, stage, world_size, steps, hyper):
             "exp_avg_sq": opt.exp_avg_sq.detach().clone(),
             "numel between uses": between,
             "p.grad left after step": grads_left,
+            "collectives": collective_calls(),  # (name, elements sent), in call order
         }
 
-    results, errors = [None] * world_size, [None] * world_size
-
-    def run(rank):
-        try:
-            results[rank] = rank_main(rank)
-        except BaseException as err:
-            errors[rank] = err
-            barrier.abort()
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(world_size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for err in errors:
-        if err is not None and not isinstance(err, threading.BrokenBarrierError):
-            raise err
-    if any(errors):
-        raise RuntimeError("the simulated ranks stopped waiting for each other")
-    for rank, result in enumerate(results):
-        result["collectives"] = log[rank]
-    return results
+    return simulate_ranks(rank_main, world_size)
 
 
 # -- inputs: built on the trusted side from a seed ----------------------------------------------
