@@ -17,6 +17,7 @@ On either kind of rank, `collective_calls()` lists the collectives that rank has
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import pickle
@@ -108,6 +109,7 @@ def _rank_main(rank: int, fn: Callable, world_size: int, args: tuple, store: str
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only, also in a sandbox
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    barrier = dist.barrier  # the real one, before logging wraps it
     for name in COLLECTIVES:  # so that collective_calls() answers here as on a simulated rank
         setattr(dist, name, _logged(name, getattr(dist, name)))
     try:  # pickled here by value: a tensor sent as shared memory dies with the rank that sent it
@@ -118,7 +120,9 @@ def _rank_main(rank: int, fn: Callable, world_size: int, args: tuple, store: str
         results.put((rank, "todo", str(err)))
     except BaseException:
         results.put((rank, "error", traceback.format_exc(limit=-8)))
-    finally:
+    finally:  # no rank leaves, closing its connections, while another is still making them
+        with contextlib.suppress(Exception):
+            barrier()
         dist.destroy_process_group()
 
 

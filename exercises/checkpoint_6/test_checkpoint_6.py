@@ -4,16 +4,15 @@ FlashAttention, ends where the same model trained in one process with torch's mo
 
 Run `pytest exercises/checkpoint_6`. Every piece comes from your own exercises (`load_impl`). The
 specs climb as the exercises did: FlashAttention in one process, then the ranks simulated as
-threads of this process (`simulate_ranks`, below: tracebacks stay readable), then 2 real processes
-in a gloo group on loopback (`graders.distributed.run_ranks`), which run the very same functions.
+threads of this process (`graders.distributed.simulate_ranks`: tracebacks stay readable), then 2
+real processes in a gloo group on loopback (`graders.distributed.run_ranks`), which run the very
+same functions.
 """
 
 import math
-import threading
 from contextlib import nullcontext
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from graders.checks import SpecFailure, assert_close, fail
-from graders.distributed import run_ranks
+from graders.distributed import run_ranks, simulate_ranks
 
 PIECES = ("tensor_parallel", "zero", "flash_attention")
 DT = torch.float64
@@ -344,29 +343,8 @@ def every_run(rank, world_size, own, config, names=None):
 
 
 def real_rank(rank, world_size, own, config):
-    """In each spawned process: every run, tensors as numpy arrays to travel back."""
-    own = SimpleNamespace(**own)
-    return to_numpy(every_run(rank, world_size, own, config))
-
-
-def to_numpy(x):
-    if isinstance(x, torch.Tensor):
-        return x.numpy()
-    if isinstance(x, dict):
-        return {k: to_numpy(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(to_numpy(v) for v in x)
-    return x
-
-
-def to_torch(x):
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(x)
-    if isinstance(x, dict):
-        return {k: to_torch(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(to_torch(v) for v in x)
-    return x
+    """In each spawned process: every run."""
+    return every_run(rank, world_size, SimpleNamespace(**own), config)
 
 
 def outcome(per_rank, name, where):
@@ -380,124 +358,6 @@ def outcome(per_rank, name, where):
             fail(f"{name}, rank {rank} of {len(per_rank)} ({where}): {value}")
         results.append(value)
     return results
-
-
-# ------------------------------------------------------------------------------------------------
-# Ranks simulated as threads of this process. torch.distributed is faked while they run:
-# is_initialized() is True, get_rank()/get_world_size() answer per thread, and the collectives
-# (all_reduce, all_gather, reduce_scatter and their _tensor forms, broadcast, barrier) meet in an
-# exact exchange, summing in rank order. The hidden cases use this function too.
-
-
-def simulate_ranks(fn, world_size, *args, timeout=60.0):
-    """fn(rank, world_size, *args) on world_size threads; the results in rank order."""
-    cond, local = threading.Condition(), threading.local()
-    state = {"slots": [None] * world_size, "arrived": 0, "gen": 0, "result": None, "done": set()}
-
-    def exchange(value):
-        """Every rank's value, in rank order, once all ranks have called."""
-        with cond:
-            state["slots"][local.rank] = value
-            state["arrived"] += 1
-            gen = state["gen"]
-            if state["arrived"] == world_size:
-                state.update(result=list(state["slots"]), arrived=0, gen=gen + 1)
-                cond.notify_all()
-            else:
-                cond.wait_for(lambda: state["gen"] != gen or state["done"], timeout=timeout)
-                if state["gen"] == gen:
-                    raise RuntimeError(
-                        f"rank {local.rank} waits in a collective for ranks that finished or "
-                        "failed: every rank must make the same collective calls"
-                    )
-            return state["result"]
-
-    def total(tensors):
-        out = tensors[0].clone()
-        for t in tensors[1:]:
-            out += t
-        return out
-
-    def sum_only(op):
-        if op != dist.ReduceOp.SUM:
-            raise NotImplementedError("the simulated collectives sum (op=SUM) only")
-
-    def all_reduce(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
-        sum_only(op)
-        result = total(exchange(tensor.detach().clone()))
-        with torch.no_grad():
-            tensor.copy_(result)
-
-    def all_gather(tensor_list, tensor, group=None, async_op=False):
-        for out, t in zip(tensor_list, exchange(tensor.detach().clone()), strict=True):
-            out.copy_(t)
-
-    def all_gather_into_tensor(output, tensor, group=None, async_op=False):
-        output.copy_(torch.cat(exchange(tensor.detach().clone())))
-
-    def reduce_scatter(output, input_list, op=dist.ReduceOp.SUM, group=None, async_op=False):
-        sum_only(op)
-        parts = exchange([t.detach().clone() for t in input_list])
-        output.copy_(total([p[local.rank] for p in parts]))
-
-    def reduce_scatter_tensor(output, tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
-        sum_only(op)
-        parts = exchange(tensor.detach().clone())
-        output.copy_(total(parts).chunk(world_size)[local.rank])
-
-    def broadcast(tensor, src, group=None, async_op=False):
-        tensor.copy_(exchange(tensor.detach().clone())[src])
-
-    def barrier(group=None, async_op=False):
-        exchange(None)
-
-    fakes = {
-        "is_initialized": lambda: True,
-        "get_world_size": lambda group=None: world_size,
-        "get_rank": lambda group=None: local.rank,
-        "barrier": barrier,
-        **{f.__name__: f for f in (all_reduce, all_gather, all_gather_into_tensor)},
-        **{f.__name__: f for f in (reduce_scatter, reduce_scatter_tensor, broadcast)},
-    }
-    outcomes = {}
-
-    def rank_main(rank):
-        local.rank = rank
-        try:
-            outcomes[rank] = ("ok", fn(rank, world_size, *args))
-        except BaseException as err:  # raised again below, in this thread
-            outcomes[rank] = ("error", err)
-        finally:
-            with cond:
-                state["done"].add(rank)
-                cond.notify_all()
-
-    with _ONE_SIMULATION:
-        saved = {name: getattr(dist, name) for name in fakes}
-        try:
-            for name, fake in fakes.items():
-                setattr(dist, name, fake)
-            threads = [
-                threading.Thread(target=rank_main, args=(r,), daemon=True)
-                for r in range(world_size)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(4 * timeout)
-        finally:
-            for name, original in saved.items():
-                setattr(dist, name, original)
-    for rank in range(world_size):
-        kind, value = outcomes.get(rank, ("error", RuntimeError(f"rank {rank} never finished")))
-        if kind == "error":
-            if isinstance(value, SpecFailure):
-                raise SpecFailure(f"rank {rank} of {world_size} (simulated): {value}")
-            raise value
-    return [outcomes[r][1] for r in range(world_size)]
-
-
-_ONE_SIMULATION = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -645,7 +505,7 @@ def test_your_flash_attention_inside_your_tensor_parallel_model(own, device):
 def test_the_same_model_sharded_on_two_real_processes(own, device):
     cpu_only(device)
     pieces = {name: getattr(own, name) for name in PIECES}
-    per_rank = to_torch(run_ranks(real_rank, WORLD, pieces, CONFIG))
+    per_rank = run_ranks(real_rank, WORLD, pieces, CONFIG)
     failures = check_every_run(per_rank, CONFIG, "real processes, gloo")
     if failures:
         todo = [err for _, err in failures if isinstance(err, NotImplementedError)]

@@ -4,8 +4,8 @@ never use.
 Each call gets the folder of the learner's pieces and the public spec file's source, whose glue
 (the model, the training loop, the runs on each rank) it runs, so the checkpoint is defined once.
 A call travels as source to a sandbox, where a spawned process could not import it, so the ranks
-are simulated: the spec file's `simulate_ranks` runs each rank in a thread of the sandbox's process
-with torch.distributed's collectives faked exactly (the public specs' second level; the real
+are simulated: `graders.distributed.simulate_ranks` runs each rank in a thread of the sandbox's
+process with torch.distributed's collectives faked exactly (the public specs' second level; the real
 processes of the third level run the same rank functions). The call returns the run's losses and
 its parameters after training, put back together; the trusted side compares them with the same
 run of the reference pieces, which the one-process model matches to ~1e-11.
@@ -42,11 +42,12 @@ def run_on_simulated_ranks(folder, spec, config, world_size, name):
     from types import SimpleNamespace
 
     from graders import impl
+    from graders.distributed import simulate_ranks
 
     ns = {"__name__": "ladder_checkpoint_glue"}
     exec(compile(spec, "test_checkpoint_6.py", "exec"), ns)
     own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
-    per_rank = ns["simulate_ranks"](ns["every_run"], world_size, own, config, (name,))
+    per_rank = simulate_ranks(ns["every_run"], world_size, own, config, (name,))
     results = ns["outcome"](per_rank, name, "simulated ranks")
     if name.startswith("tensor_parallel"):
         return {
