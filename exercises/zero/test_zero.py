@@ -425,29 +425,7 @@ def zero_on_ranks(rank: int, world_size: int, impl, seed: int):
             p.grad /= world_size
         opt.step()
     out["zero_redundancy"] = [p.detach().clone() for p in params]
-    return as_numpy(out)
-
-
-def as_numpy(x):
-    """Tensors as numpy arrays, to travel back by plain pickling: a tensor sent from a spawned
-    process would travel as shared memory that vanishes with the process."""
-    if isinstance(x, torch.Tensor):
-        return x.numpy()
-    if isinstance(x, dict):
-        return {k: as_numpy(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(as_numpy(v) for v in x)
-    return x
-
-
-def as_torch(x):
-    if hasattr(x, "__array__") and not isinstance(x, torch.Tensor):
-        return torch.from_numpy(x)
-    if isinstance(x, dict):
-        return {k: as_torch(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(as_torch(v) for v in x)
-    return x
+    return out
 
 
 _RUNS: dict = {}
@@ -458,7 +436,7 @@ def on_ranks(impl, world_size):
     key = (id(impl), world_size)  # the entry keeps impl alive, so its id is never reused
     if key not in _RUNS:
         try:
-            _RUNS[key] = (impl, as_torch(run_ranks(zero_on_ranks, world_size, impl, 11)))
+            _RUNS[key] = (impl, run_ranks(zero_on_ranks, world_size, impl, 11))
         except Exception as err:  # the next spec reports the same failure without respawning
             _RUNS[key] = (impl, err)
     result = _RUNS[key][1]
