@@ -34,9 +34,7 @@ from graders.curriculum import exercise, kit_root, pieces
 from graders.results import CaseResult, LearnerResult
 from graders.worker import ALL, Limits, Request, Worker
 
-SPEED_ROUNDS = (
-    5  # timing rounds per speed case: learner and reference interleaved, medians compared
-)
+SPEED_ROUNDS = 5  # at most, per speed case: learner and reference interleaved, medians compared
 
 
 @dataclass(frozen=True)
@@ -318,8 +316,10 @@ def _grade_case(
 def _grade_speed(
     case: Case, result: CaseResult, learner: Worker, pool: ReferencePool, options: Options
 ) -> None:
-    """Interleave learner and reference runs on fresh inputs (so caching earns nothing)."""
+    """Interleave learner and reference runs on fresh inputs (so caching earns nothing), and
+    compare medians; stop as soon as the rounds left could not change the verdict."""
     mine, theirs = [], []
+    verdict = None
     with pool.borrow(result.exercise) as reference:
         for r in range(options.speed_rounds):
             inputs = case.inputs(case.seed + 1 + r)
@@ -334,14 +334,39 @@ def _grade_speed(
             theirs.append(
                 reference.call(Request.of(case.name, case.call, inputs), timeout=600).seconds
             )
+            verdict = _settled(mine, theirs, options.speed_rounds, case.speed_ratio)
+            if verdict is not None:
+                break
     result.speed_ratio = statistics.median(mine) / max(statistics.median(theirs), 1e-9)
-    if result.speed_ratio <= case.speed_ratio:
+    if verdict if verdict is not None else result.speed_ratio <= case.speed_ratio:
         result.speed_points = case.speed_points
     else:
         result.message = (
             f"{result.speed_ratio:.1f}x the reference's time; up to "
             f"{case.speed_ratio:g}x earns the speed points"
         )
+
+
+def _settled(mine: list[float], theirs: list[float], rounds: int, bound: float) -> bool | None:
+    """Whether the ratio of the medians of `rounds` runs will be within `bound`, whatever the
+    rounds still to come; None while it could go either way."""
+    fastest, slowest = _median_range(mine, rounds), _median_range(theirs, rounds)
+    if fastest is None or slowest is None:
+        return None
+    if fastest[1] <= bound * slowest[0]:
+        return True
+    if fastest[0] > bound * slowest[1]:
+        return False
+    return None
+
+
+def _median_range(known: list[float], rounds: int) -> tuple[float, float] | None:
+    """The least and the most the median of `rounds` (odd) runs can be, given the `known` ones."""
+    rank = rounds // 2  # the median's place among the runs, sorted
+    if len(known) <= rank:
+        return None
+    ordered = sorted(known)
+    return ordered[max(rank - (rounds - len(known)), 0)], ordered[rank]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import csv
 import functools
 import json
 import os
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -51,6 +53,27 @@ def gradebook(out: Path) -> dict[str, dict[str, str]]:
 def test_every_exercise_has_hidden_cases():
     missing = [ex.slug for ex in all_exercises(checkpoints=False) if ex.slug not in GRADED]
     assert not missing, f"exercises without hidden cases: {missing}"
+
+
+def test_speed_rounds_stop_only_when_the_rest_could_not_change_the_verdict():
+    rng = random.Random(0)
+    for _ in range(5000):
+        mine = [rng.choice([1, 2, 4, 8]) * rng.random() for _ in range(5)]
+        theirs = [rng.random() for _ in range(5)]
+        bound = rng.choice([1.5, 3.0, 5.0])
+        final = statistics.median(mine) / statistics.median(theirs) <= bound
+        early = next(
+            (
+                v
+                for k in range(1, 6)
+                if (v := grade._settled(mine[:k], theirs[:k], 5, bound)) is not None
+            ),
+            final,
+        )
+        assert early == final, (mine, theirs, bound)
+    assert grade._settled([1.0, 1.0], [1.0, 1.0], 5, 3.0) is None  # two runs of five decide nothing
+    assert grade._settled([1.0] * 3, [1.0] * 3, 5, 3.0) is True
+    assert grade._settled([9.0] * 3, [1.0] * 3, 5, 3.0) is False
 
 
 def test_a_case_that_needs_what_the_machine_lacks_leaves_the_grade():
