@@ -164,7 +164,7 @@ def numerical_inputs(seed):
 
 
 def chain_inputs(seed):
-    return {"x": np.random.default_rng(seed).normal(size=(3,)), "n": 1500}
+    return {"x": np.random.default_rng(seed).normal(size=(3,)), "n": 1000}
 
 
 def accumulation_inputs(seed):
@@ -231,7 +231,7 @@ CASES = [
     # Speed: bookkeeping per node (the topological sort, one dict or set lookup per node) and the
     # vector-Jacobian products on big matrices. A quadratic sort or an explicit Jacobian loses.
     Case(
-        "chain of 6000 operations (no recursion, linear time)",
+        "chain of 4000 operations (no recursion, linear time)",
         call=long_chain,
         inputs=chain_inputs,
         points=1,

@@ -155,7 +155,7 @@ def bigram_inputs(seed):
         "target_logits": logits,
         "draft_logits": 0.4 * logits + 0.8 * noise,
         "prompt": torch.tensor([4, 9, 2]),
-        "n_samples": 3000,
+        "n_samples": 2000,
         "max_new_tokens": 4,
         "gamma": 3,
         "seed": seed,
