@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 # `call(module, **inputs)` returns plain data: a tensor or array, a number, a string, or lists and
@@ -44,3 +45,21 @@ class Case:
             device == "cuda" if need == "cuda" else importlib.util.find_spec(need) is not None
             for need in self.requires
         )
+
+
+def spec_glue(spec: str, folder: str, filename: str) -> tuple[dict[str, Any], SimpleNamespace]:
+    """Run a checkpoint spec's source and load the pieces it names: for a checkpoint's `call`.
+
+    `spec` is the source of `exercises/checkpoint_<n>/test_checkpoint_<n>.py` (sent as an input),
+    executed under the module name `ladder_checkpoint_glue` with `filename` (the spec's file name)
+    in its tracebacks; `folder` holds each piece as `<slug>/<slug>.py`. Returns the spec's namespace
+    (its glue functions and constants, by name) and a namespace with one attribute per slug in the
+    spec's `PIECES`, each the module loaded from `folder` (the learner's in the sandbox, the
+    reference's on the trusted side). A call imports it in its body, then
+    `ns, own = spec_glue(spec, folder, "test_checkpoint_1.py")`.
+    """
+    from graders import impl
+
+    ns: dict[str, Any] = {"__name__": "ladder_checkpoint_glue"}
+    exec(compile(spec, filename, "exec"), ns)
+    return ns, SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})

@@ -17,26 +17,18 @@ HELD_OUT_SEED = 2**41 + 17  # too large to find by trying seeds against the poin
 
 
 def loss_and_gradients(folder, spec, n_per_class, data_seed, weight_seed):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_1.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_1.py")
     x, labels = ns["spirals"](n_per_class, data_seed)
     loss, grads = ns["loss_and_gradients"](own, x, labels, weight_seed)
     return {"loss": float(loss), **grads}
 
 
 def held_out_predictions(folder, spec, n_per_class, data_seed, train_seed, x_test):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_1.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_1.py")
     x, labels = ns["spirals"](n_per_class, data_seed)
     params, _ = ns["train"](own, x, labels, train_seed)
     return ns["predict"](own, params, x_test)

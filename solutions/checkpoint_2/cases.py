@@ -33,25 +33,17 @@ def stories(seed: int, n_bytes: int) -> str:
 
 
 def logits_and_gradients(folder, spec, config, weights, idx, chunks):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_2.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_2.py")
     model = ns["small_gpt"](own, ns["your_parts"](own), weights, config)
     return ns["outputs"](own, model, idx, tuple(chunks))
 
 
 def tokenizer_on_new_stories(folder, spec, text, held_out):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_2.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_2.py")
     tokenizer, _, merges = ns["learn_tokenizer"](own, text)
     return {
         "merges": [[bytes(a), bytes(b)] for a, b in merges],
@@ -61,13 +53,9 @@ def tokenizer_on_new_stories(folder, spec, text, held_out):
 
 
 def written_tokens(folder, spec, config, weights, prompt, seed):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_2.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_2.py")
     model = ns["small_gpt"](own, ns["your_parts"](own), weights, config)
     out = {
         "cached": ns["write"](own, model, prompt, True, seed),
@@ -79,13 +67,9 @@ def written_tokens(folder, spec, config, weights, prompt, seed):
 
 
 def trained_weights(folder, spec, text, seed):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_2.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_2.py")
     train_text, tokenizer_text, _ = ns["split"](text)
     tokenizer, vocab, merges = ns["learn_tokenizer"](own, tokenizer_text)
     model, _ = ns["train"](own, ns["encode"](tokenizer, train_text), max(vocab) + 1, seed)

@@ -20,15 +20,11 @@ glue = execute(SPEC, "ladder.checkpoint_3.glue")  # the trusted side's copy of t
 
 
 def counts(folder, spec, runs):
-    from types import SimpleNamespace
-
     import numpy as np
 
-    from graders import impl
+    from graders.cases import spec_glue
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_3.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_3.py")
     N, C = ns["sizes_and_compute"](own, runs)
     forward = [
         own.scaling_laws.forward_flops_per_token(r["n_layer"], r["d_model"], r["n_ctx"])
@@ -38,36 +34,24 @@ def counts(folder, spec, runs):
 
 
 def prediction(folder, spec, runs):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_3.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_3.py")
     return list(ns["predict_widest"](own, runs))
 
 
 def split(folder, spec, runs, budget):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_3.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_3.py")
     n_opt, d_opt, _ = ns["compute_optimal_split"](own, runs, budget)
     return [n_opt, d_opt]
 
 
 def valley(folder, spec, runs, budget):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_3.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_3.py")
     _, _, surface = ns["compute_optimal_split"](own, runs, budget)
     return list(ns["isoflop_valley"](own, surface, budget))
 

@@ -19,15 +19,11 @@ HELD_OUT_SEED = 2**41 + 29  # too large to find by trying seeds
 
 
 def scores(folder, spec, seed):
-    from types import SimpleNamespace
-
     import torch
 
-    from graders import impl
+    from graders.cases import spec_glue
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_4.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_4.py")
     model = ns["reference_model"](seed)
     prompt, a, b = ns["draw_pairs"](model, 48, seed + 1)
     with torch.no_grad():
@@ -47,13 +43,9 @@ def scores(folder, spec, seed):
 
 
 def aligned_tables(folder, spec, data_seed):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_4.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_4.py")
     rm, policy = ns["align"](own, data_seed)
     return {"rewards": ns["reward_table"](rm), "policy": ns["logprob_table"](policy)}
 

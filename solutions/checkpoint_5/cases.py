@@ -18,25 +18,17 @@ glue = execute(SPEC, "ladder.checkpoint_5.glue")  # the trusted side's copy of t
 
 
 def votes(folder, spec, exemplars, problems, n, seed):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_5.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_5.py")
     greedy, voted = ns["chain_of_thought"](own, exemplars, problems, n, seed)
     return {"greedy": greedy, "voted": voted}
 
 
 def episodes(folder, spec, knowledge, questions):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_5.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_5.py")
     return ns["react_answers"](own, knowledge, questions)
 
 

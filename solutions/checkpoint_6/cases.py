@@ -26,27 +26,19 @@ TOL = dict(rtol=1e-8, atol=1e-8)
 
 def run_in_one_process(folder, spec, config):
     """The model with the learner's FlashAttention, trained in one process."""
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_6.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_6.py")
     return ns["one_process"](config, flash=own.flash_attention)
 
 
 def run_on_simulated_ranks(folder, spec, config, world_size, name):
     """One sharded run (`name`, as the spec's every_run names it) on simulated ranks:
     {"losses", "params"} put back together, and for ZeRO what each rank held."""
-    from types import SimpleNamespace
-
-    from graders import impl
+    from graders.cases import spec_glue
     from graders.distributed import simulate_ranks
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_6.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_6.py")
     per_rank = simulate_ranks(ns["every_run"], world_size, own, config, (name,))
     results = ns["outcome"](per_rank, name, "simulated ranks")
     if name.startswith("tensor_parallel"):

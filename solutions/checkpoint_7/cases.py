@@ -34,13 +34,9 @@ def pieces():
 
 
 def parallel_samples(folder, spec, config, weights, prompt, seeds, n_new, page):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_7.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_7.py")
     model = ns["gpt_with"](own, weights, config)
     tokens, _, state = ns["parallel_samples"](own, model, prompt, n_new, seeds, page)
     contiguous = ns["contiguous_samples"](own, model, prompt, n_new, seeds)
@@ -48,13 +44,9 @@ def parallel_samples(folder, spec, config, weights, prompt, seeds, n_new, page):
 
 
 def speculative_counts(folder, spec, config, weights, prompt, runs, seed, long):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_7.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_7.py")
     target = ns["gpt_with"](own, weights, config)
     draft = ns["truncated_draft"](own, target, config["n_layers"] - 1)
     return {
@@ -65,15 +57,11 @@ def speculative_counts(folder, spec, config, weights, prompt, runs, seed, long):
 
 
 def qlora_adapters(folder, spec, weights, chars, train, probe, seed):
-    from types import SimpleNamespace
-
     import torch
 
-    from graders import impl
+    from graders.cases import spec_glue
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_7.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_7.py")
     config = ns["MODEL"] | {"vocab_size": len(chars)}
     model = ns["gpt_with"](own, weights, config, torch.float32)
     with torch.no_grad():

@@ -23,15 +23,11 @@ RING_BAR = 0.12  # eight Gaussians: the reference lands at 0.04 to 0.06, a Gauss
 
 def referees(folder, spec, features, logit_scale, prompt_vectors, seed):
     """Your ddpm_loss on the exact denoiser, your clip_loss and your zero-shot classifier."""
-    from types import SimpleNamespace
-
     import torch
 
-    from graders import impl
+    from graders.cases import spec_glue
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_8.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_8.py")
     T, spread = ns["T"], 0.5
     a = torch.cumprod(1 - own.diffusion.linear_beta_schedule(T).double(), 0)
 
@@ -100,13 +96,9 @@ def compare_referees(actual, expected, inputs):
 
 
 def mixture_samples(folder, spec, n, seed):
-    from types import SimpleNamespace
+    from graders.cases import spec_glue
 
-    from graders import impl
-
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_8.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_8.py")
     return ns["sample_mixture"](own, int(n), int(seed))
 
 
@@ -130,15 +122,11 @@ def close_to_the_mixture(actual, expected, inputs):
 
 
 def trained_samples(folder, spec, data, seed):
-    from types import SimpleNamespace
-
     import torch
 
-    from graders import impl
+    from graders.cases import spec_glue
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_8.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_8.py")
     samples, _ = ns["train_and_sample"](own, torch.as_tensor(data).cpu(), 2000, int(seed))
     return samples
 
@@ -170,15 +158,11 @@ def close_to_the_ring(actual, expected, inputs):
 
 
 def zero_shot_predictions(folder, spec, seed, images):
-    from types import SimpleNamespace
-
     import torch
 
-    from graders import impl
+    from graders.cases import spec_glue
 
-    ns = {"__name__": "ladder_checkpoint_glue"}
-    exec(compile(spec, "test_checkpoint_8.py", "exec"), ns)
-    own = SimpleNamespace(**{p: impl.load(p, folder) for p in ns["PIECES"]})
+    ns, own = spec_glue(spec, folder, "test_checkpoint_8.py")
     model, _ = ns["train_clip"](own, int(seed))
     return ns["predict"](own, model, torch.as_tensor(images).cpu())
 
