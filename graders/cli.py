@@ -169,12 +169,12 @@ def _check_hidden(ex: Exercise, impl_root: str) -> int:
 
 
 def _gradable(requested: list[str] | None) -> tuple[str, ...]:
-    from graders.grade import hidden_cases
+    from graders.grade import has_hidden_cases
 
     slugs = requested or [ex.slug for ex in all_exercises()]
     for slug in slugs:
         exercise(slug)  # an unknown name fails here, naming the known ones
-    return tuple(slug for slug in slugs if hidden_cases(slug))
+    return tuple(slug for slug in slugs if has_hidden_cases(slug))
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -55,9 +55,18 @@ def _target(slug: str) -> str:
 def hidden_cases(slug: str, device: str | None = "cpu") -> list[Case]:
     """The exercise's hidden cases this machine can grade on `device` (see `Case.requires`);
     every case when `device` is None."""
-    path = kit_root() / "solutions" / slug / "cases.py"
-    cases = _cases_in(path, slug) if path.is_file() else ()
+    cases = _cases_in(_cases_path(slug), slug) if has_hidden_cases(slug) else ()
     return [case for case in cases if device is None or case.runs_on(device)]
+
+
+def has_hidden_cases(slug: str) -> bool:
+    """Whether the kit holds hidden cases for `slug`, without loading them (they import torch,
+    which the grader would rather do while the first workers start)."""
+    return _cases_path(slug).is_file()
+
+
+def _cases_path(slug: str) -> Path:
+    return kit_root() / "solutions" / slug / "cases.py"
 
 
 @functools.cache
@@ -338,7 +347,7 @@ def _grade_speed(
             if verdict is not None:
                 break
     result.speed_ratio = statistics.median(mine) / max(statistics.median(theirs), 1e-9)
-    if verdict if verdict is not None else result.speed_ratio <= case.speed_ratio:
+    if verdict:  # with every round run the medians are known, so `_settled` has decided
         result.speed_points = case.speed_points
     else:
         result.message = (
