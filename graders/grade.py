@@ -207,7 +207,9 @@ class Oracle:
 
 
 class ReferencePool:
-    """Trusted workers running the reference, reused across learners, for timing speed cases."""
+    """Workers running the reference, reused across learners, for timing speed cases. They are
+    sandboxed like a learner's (the same limits, and forked from the same zygote where there is
+    one), so both sides of a speed ratio run alike; their folders are as closed to learners."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -237,7 +239,7 @@ class ReferencePool:
     def _new(self, slug: str) -> Worker:
         module = {slug: impl.module_path(slug, "solutions")}
         options = self.options
-        return Worker(module, sandboxed=False, device=options.device, limits=options.limits)
+        return Worker(module, sandboxed=True, device=options.device, limits=options.limits)
 
     def close(self) -> None:
         for free in self._free.values():

@@ -30,8 +30,12 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graders.curriculum import kit_root
+
+if TYPE_CHECKING:
+    from graders.zygote import Zygote
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +80,17 @@ class Plan:
     user: int | None  # Popen(user=...) for the fallback
     bwrap: bool
     nproc: int | None
+    zygote: Zygote | None = None  # forks the worker, instead of starting it
 
     @property
     def owner(self) -> int | None:
         """The private uid the worker runs as, whose processes are all killed at the end."""
         return self.uid if self.uid is not None else self.user
+
+    @property
+    def exact_status(self) -> bool:
+        """Whether the worker's exit status is its own (bubblewrap reports a signal as 128 + N)."""
+        return not self.bwrap or self.zygote is not None
 
 
 # ------------------------------------------------------------------------------ parent side
@@ -99,25 +109,44 @@ def isolation() -> str:
     return "process"
 
 
-def launch_plan(workdir: Path, *, sandboxed: bool, device: str, hide: Sequence[Path] = ()) -> Plan:
-    """How to run one worker in `workdir` (which holds a `tmp/` folder); chowns it if needed."""
+def launch_plan(
+    workdir: Path,
+    *,
+    sandboxed: bool,
+    device: str,
+    hide: Sequence[Path] = (),
+    zygote: Zygote | None = None,
+) -> Plan:
+    """How to run one worker in `workdir` (which holds a `tmp/` folder); chowns it if needed.
+    With a `zygote`, `workdir` lies in the zygote's root and the worker is forked there."""
     if not sandboxed:
         env = {**os.environ, **_thread_env(), "PYTHONPATH": _pythonpath(os.environ)}
         return Plan([], env, workdir, str(workdir), None, None, False, None)
     uid = allocate_uid()
+    if zygote is not None:
+        if uid is None:
+            raise ValueError("a zygote forks workers for private uids only (run as root)")
+        _own(workdir, uid)
+        inner = f"{SANDBOX_DIR}/{workdir.name}"
+        return Plan([], {}, workdir, inner, uid, None, True, nproc_budget(uid), zygote)
     bwrapped = isolation() == "bwrap"
     if not bwrapped and uid is not None and not _fallback_uid_works():
         uid = None  # this Python cannot run as another user: stay root (warned)
     if uid is not None:
-        for folder in (workdir, workdir / "tmp"):
-            os.chown(folder, uid, uid)
-            os.chmod(folder, 0o700)
+        _own(workdir, uid)
     if bwrapped:
-        argv = bwrap_argv(workdir, device, hide, uid is not None, _sandbox_env(SANDBOX_DIR, device))
+        argv = bwrap_argv(workdir, device, hide, uid is not None, sandbox_env(SANDBOX_DIR, device))
         wrapped = [bwrap_path() or "bwrap", *argv[1:]]
         return Plan(wrapped, {}, workdir, SANDBOX_DIR, uid, None, True, nproc_budget(uid))
-    env = _sandbox_env(str(workdir), device)
+    env = sandbox_env(str(workdir), device)
     return Plan([], env, workdir, str(workdir), None, uid, False, nproc_budget(uid))
+
+
+def _own(workdir: Path, uid: int) -> None:
+    """The work folder and its tmp/ belong to the worker's private uid, and to no one else."""
+    for folder in (workdir, workdir / "tmp"):
+        os.chown(folder, uid, uid)
+        os.chmod(folder, 0o700)
 
 
 def bwrap_argv(
@@ -326,7 +355,7 @@ def _pythonpath(env: dict[str, str] | os._Environ) -> str:
     return str(GRADERS_ROOT) + (os.pathsep + rest if rest else "")
 
 
-def _sandbox_env(home: str, device: str) -> dict[str, str]:
+def sandbox_env(home: str, device: str) -> dict[str, str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
@@ -379,7 +408,7 @@ def _bwrap_works() -> bool:
 @functools.cache
 def _bwrap_self_test(path: str) -> bool:
     """Does `path` start this Python in the sandbox we would build? (Once per process.)"""
-    env = _sandbox_env(SANDBOX_DIR, "cpu")
+    env = sandbox_env(SANDBOX_DIR, "cpu")
     root = os.geteuid() == 0
     return _self_test(lambda folder: [path, *bwrap_argv(folder, "cpu", (), root, env)[1:]])
 
@@ -396,7 +425,7 @@ def _self_test(prefix: Callable[[Path], list[str]], user: int | None = None) -> 
         folder = Path(tmp)
         (folder / "tmp").mkdir()
         argv = [*prefix(folder), sys.executable, "-P", "-c", "import graders"]
-        env = {} if argv[0] != sys.executable else _sandbox_env(str(folder), "cpu")
+        env = {} if argv[0] != sys.executable else sandbox_env(str(folder), "cpu")
         try:
             done = subprocess.run(
                 argv, env=env, cwd="/", user=user, capture_output=True, timeout=60, check=False

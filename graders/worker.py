@@ -41,9 +41,9 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from graders import plain
+from graders import plain, zygote
 from graders.sandbox import (
     Limits,
     Plan,
@@ -184,9 +184,11 @@ class Worker:
     def _start(self) -> None:
         """Start a process and ask it at once to import every module not known to be broken, so
         the imports run while the grader prepares its side; replies are read in order."""
-        workdir = Path(tempfile.mkdtemp(prefix="ladder-worker-", dir=self.workroot))
+        warm = zygote.for_workers(self.device, self.hide) if self.sandboxed else None
+        root = warm.root if warm is not None else self.workroot
+        workdir = Path(tempfile.mkdtemp(prefix="ladder-worker-", dir=root))
         try:
-            self._proc = self._launch(workdir)
+            self._proc = self._launch(workdir, warm)
         except BaseException:
             remove_tree(workdir)
             raise
@@ -196,7 +198,7 @@ class Worker:
                 self._proc.send(f"import {slug}")
                 self._proc.importing.append(slug)
 
-    def _launch(self, workdir: Path) -> _Process:
+    def _launch(self, workdir: Path, warm: zygote.Zygote | None) -> _Process:
         (workdir / "tmp").mkdir()
         tree = workdir / "submission"  # <slug>/<slug>.py for each module
         for slug, path in self.modules.items():
@@ -208,7 +210,9 @@ class Worker:
             else:
                 (tree / slug / f"{slug}.py").symlink_to(path)
         tree.chmod(0o755)
-        plan = launch_plan(workdir, sandboxed=self.sandboxed, device=self.device, hide=self.hide)
+        plan = launch_plan(
+            workdir, sandboxed=self.sandboxed, device=self.device, hide=self.hide, zygote=warm
+        )
         inner = Path(plan.inner_dir) / "submission" if self.sandboxed else tree
         config = {
             "dir": plan.inner_dir,
@@ -333,20 +337,12 @@ class _Process:
         self.started = time.perf_counter()
         cmd_r, self.cmd_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
-        config = {**config, "cmd_fd": cmd_r, "reply_fd": rep_w}
-        argv = [sys.executable, "-P", "-m", "graders.worker", json.dumps(config)]
         try:
-            self.proc = subprocess.Popen(
-                [*plan.prefix, *argv],
-                env=self.plan.env,
-                cwd=self.plan.cwd,
-                user=self.plan.user,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(cmd_r, rep_w),
-                start_new_session=True,
-            )
+            if plan.zygote is not None:
+                self.proc, self.outputs = _fork(plan.zygote, config, cmd_r, rep_w)
+            else:
+                self.proc = _spawn(plan, {**config, "cmd_fd": cmd_r, "reply_fd": rep_w})
+                self.outputs = (self.proc.stdout, self.proc.stderr)
         except BaseException:
             os.close(self.cmd_w)
             os.close(self.rep_r)
@@ -354,7 +350,7 @@ class _Process:
         finally:
             os.close(cmd_r)
             os.close(rep_w)
-        self.streams = {self.proc.stdout.fileno(), self.proc.stderr.fileno()}
+        self.streams = {stream.fileno() for stream in self.outputs}
         self.buffer, self.log, self.printed = b"", bytearray(), 0
         self.reply_open, self.next_disk_check = True, 0.0
 
@@ -416,7 +412,8 @@ class _Process:
         code = self.proc.poll()
         if code is not None:
             self._drain()
-            raise self._fail(describe_death(code, self.plan.bwrap, limits), kill=False)
+            death = describe_death(code, not self.plan.exact_status, limits)
+            raise self._fail(death, kill=False)
         now = time.monotonic()
         if now >= self.next_disk_check:
             self.next_disk_check = now + DISK_CHECK_SECONDS
@@ -436,8 +433,14 @@ class _Process:
 
     def _fail(self, reason: str, kill: bool = True) -> _Died:
         if kill:
-            kill_worker(self.proc, self.plan.owner, self.plan.bwrap)
+            self._kill_processes()
         return _Died(reason)
+
+    def _kill_processes(self) -> None:
+        if isinstance(self.proc, zygote.Forked):
+            self.proc.kill(self.plan.owner)
+        else:
+            kill_worker(self.proc, self.plan.owner, self.plan.bwrap)
 
     # -- files and clocks --------------------------------------------------------------------
 
@@ -481,14 +484,48 @@ class _Process:
         return time.perf_counter() - self.started
 
     def kill(self) -> None:
-        kill_worker(self.proc, self.plan.owner, self.plan.bwrap)
+        self._kill_processes()
         for fd in (self.cmd_w, self.rep_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in self.outputs:
             with contextlib.suppress(OSError):
                 stream.close()
         remove_tree(self.workdir)
+
+
+def _spawn(plan: Plan, config: dict) -> subprocess.Popen:
+    """Start `python -m graders.worker CONFIG` (in bubblewrap when the plan says so)."""
+    argv = [sys.executable, "-P", "-m", "graders.worker", json.dumps(config)]
+    return subprocess.Popen(
+        [*plan.prefix, *argv],
+        env=plan.env,
+        cwd=plan.cwd,
+        user=plan.user,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(config["cmd_fd"], config["reply_fd"]),
+        start_new_session=True,
+    )
+
+
+def _fork(
+    warm: zygote.Zygote, config: dict, cmd_r: int, rep_w: int
+) -> tuple[zygote.Forked, tuple[BinaryIO, BinaryIO]]:
+    """Have the zygote fork the worker; its stdout and stderr come back through new pipes."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        forked = warm.fork(config, (cmd_r, rep_w, out_w, err_w))
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    return forked, (os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
 
 
 def disk_usage(folder: Path, max_entries: int) -> tuple[int, int]:
@@ -551,7 +588,11 @@ class _Child:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m graders.worker CONFIG_JSON`."""
-    config = json.loads((argv or sys.argv)[1])
+    return serve(json.loads((argv or sys.argv)[1]))
+
+
+def serve(config: dict) -> int:
+    """Confine this process, then answer the parent's commands until it closes the pipe."""
     limits = Limits(**config["limits"]) if config["limits"] else None
     if limits is not None:
         confine(limits, config["uid"], config["nproc"])

@@ -405,6 +405,20 @@ def test_killing_the_grader_fails(attack, separated: str) -> None:
         assert bystander.call(request()).ok  # the trusted worker is untouched
 
 
+@BWRAP
+def test_a_neighbour_graded_at_the_same_time_is_out_of_reach(attack) -> None:
+    victim = Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=True, limits=LIMITS)
+    with victim:
+        assert victim.call(request()).ok
+        folder = victim._proc.plan.inner_dir  # the neighbour's work folder, as workers see it
+        reply = attack("neighbour").call(request(folder))
+        assert reply.ok, reply.error
+        assert all(reply.output[k].startswith("denied") for k in ("list", "read", "plant"))
+        after = victim.call(request())
+    assert after.ok, after.error  # the neighbour's worker survived, its submission unchanged
+    np.testing.assert_allclose(after.output, expected(**INPUTS))
+
+
 # ------------------------------------------------------------------- torch and the reference
 
 

@@ -1,8 +1,9 @@
 """Attack: kill the grader: the parent process, every process we may signal (kill -1), and the
 grader's pid given as TARGET.
 
-Contained: under bubblewrap the worker is alone in its pid namespace and its parent is the
-namespace's init, which ignores its signals; as a private uid it may signal nothing but itself.
+Contained: under bubblewrap the worker's parent is the namespace's init, or the zygote that forked
+it (root's); the grader lies outside the namespace; as a private uid it may signal nothing but
+itself.
 """
 
 import os
