@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import inspect
 import itertools
 import json
@@ -64,6 +65,7 @@ MAX_ENTRIES = 10_000  # files and folders the worker may make in its work folder
 DISK_CHECK_SECONDS = 0.5
 STARTUP_SECONDS = 120.0  # Python and the worker's own imports; no learner code runs before ready
 DEFAULT_LIMITS = Limits()
+DONE = re.compile(r"done (\d+) (ok|error) (\d+(?:\.\d+)?)( restart)?")  # a call's last reply
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,7 @@ class Request:
         cls, case: str, call: Callable[..., Any], inputs: dict, target: str | None = None
     ) -> Request:
         """A request for a top-level function (as `Case.call`), shipped as its source."""
-        source = textwrap.dedent(inspect.getsource(call))
-        return cls(case, source, call.__name__, inputs, target)
+        return cls(case, _source(call), call.__name__, inputs, target)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ class Reply:
     error: str | None
     seconds: float  # wall time of the call, measured by the parent (0 when it never ran)
     log: str = ""  # the tail of what the call printed (stdout and stderr)
+
+
+@functools.cache
+def _source(call: Callable[..., Any]) -> str:
+    """A call's source, read once (a class sends the same few calls thousands of times)."""
+    return textwrap.dedent(inspect.getsource(call))
 
 
 class _Died(Exception):
@@ -299,13 +306,13 @@ class Worker:
         proc.send(f"go {n}")
         line = proc.wait_line(proc.started + timeout, self.limits, timeout)
         seconds = proc.elapsed()
-        match = re.fullmatch(rf"done {n} (ok|error) (\d+(?:\.\d+)?)( restart)?", line)
-        proc.expect(line, f"done {n} ...", match is not None)
-        reply = self._collect(proc, n, match.group(1) == "ok", seconds)
+        match = DONE.fullmatch(line)
+        proc.expect(line, f"done {n} ...", match is not None and match.group(1) == str(n))
+        reply = self._collect(proc, n, match.group(2) == "ok", seconds)
         proc.remove_files(n, "req", "out")
         proc.next_disk_check = 0.0
         proc.check(self.limits)
-        if match.group(3) or float(match.group(2)) > self.limits.cpu_seconds / 2:
+        if match.group(4) or float(match.group(3)) > self.limits.cpu_seconds / 2:
             self._stop()  # a memory error, or the CPU budget half spent: start afresh next time
         return reply
 
