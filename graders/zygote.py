@@ -47,7 +47,7 @@ def for_workers(device: str, hide: tuple[Path, ...] = ()) -> Zygote | None:
     workers are started one by one: without bubblewrap, or without root (no private uids)."""
     if os.geteuid() != 0 or sandbox.isolation() != "bwrap":
         return None
-    key = (device, tuple(hide))
+    key = (os.getpid(), device, tuple(hide))  # a forked grader starts its own
     with _registry_lock:
         zygote = _zygotes.get(key)
         if zygote is None or not zygote.alive:
@@ -57,8 +57,9 @@ def for_workers(device: str, hide: tuple[Path, ...] = ()) -> Zygote | None:
 
 @atexit.register
 def _close_all() -> None:
-    for zygote in _zygotes.values():
-        zygote.close()
+    for (pid, *_), zygote in _zygotes.items():
+        if pid == os.getpid():
+            zygote.close()
 
 
 class Zygote:
