@@ -392,20 +392,86 @@ def test_qlora_linear_trains_only_the_adapters(impl, device):
         fail("QLoRALinear: the original nn.Linear's weight received a gradient; keep none of it")
 
 
+def storage_of(t):
+    """(a key shared by tensors that share memory, the bytes of that memory)."""
+    try:
+        storage = t.untyped_storage()
+        return (str(t.device), storage.data_ptr()), storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
+        return ("id", id(t)), t.numel() * t.element_size()
+
+
+def held_tensors(layer, skip=()):
+    """Every tensor a module holds, once per storage, whatever its internals are called.
+
+    Walks the module and its submodules: parameters, buffers (persistent or not), plain
+    attributes, and tensors or modules inside a list, tuple or dict held there (one level).
+    Tensors sharing memory with one in `skip` are left out. -> [(path, kind, tensor, bytes)].
+    """
+    seen = {storage_of(t)[0] for t in skip if isinstance(t, torch.Tensor)}
+    todo = list(layer.named_modules())
+    visited = {id(m) for _, m in todo}
+    found = []
+    while todo:
+        prefix, module = todo.pop(0)
+        for key, value in vars(module).items():
+            if key in ("_parameters", "_buffers"):
+                kind = "a parameter" if key == "_parameters" else "a buffer"
+                entries = [(name, kind, v) for name, v in value.items()]
+            elif key == "_modules":
+                continue  # named_modules() has them
+            elif isinstance(value, list | tuple):
+                entries = [(f"{key}[{i}]", "a plain attribute", v) for i, v in enumerate(value)]
+            elif isinstance(value, dict):
+                entries = [(f"{key}[{k!r}]", "a plain attribute", v) for k, v in value.items()]
+            else:
+                entries = [(key, "a plain attribute", value)]
+            for name, kind, v in entries:
+                path = f"{prefix}.{name}" if prefix else name
+                if isinstance(v, torch.Tensor):
+                    where, n_bytes = storage_of(v)
+                    if where not in seen:
+                        seen.add(where)
+                        found.append((path, kind, v, n_bytes))
+                elif isinstance(v, torch.nn.Module) and id(v) not in visited:
+                    for sub, m in v.named_modules(prefix=path):
+                        if id(m) not in visited:
+                            visited.add(id(m))
+                            todo.append((sub, m))
+    return found
+
+
 def test_qlora_linear_stores_the_base_in_4_bits(impl, device):
     base = linear(128, 64, True, 5, device)
     layer = impl.QLoRALinear(base, r=4, alpha=8)
-    state = {k: v for k, v in layer.state_dict().items() if k not in ("lora_A", "lora_B")}
-    n_bytes = sum(v.numel() * v.element_size() for v in state.values())
-    limit = 128 * 64 * 4.6 / 8 + 64 * 4 + 16  # NF4 codes, their constants, the bias
-    if n_bytes > limit:
-        fail(
-            f"QLoRALinear(nn.Linear(128, 64)): the base takes {n_bytes} bytes in the state_dict "
-            f"(buffers {[(k, tuple(v.shape), str(v.dtype)) for k, v in state.items()]}); at about "
-            f"4.5 bits per weight it should take at most {limit:.0f}: keep no float weight"
-        )
     if any(p is base.weight or p is base.bias for p in layer.parameters()):
         fail("QLoRALinear keeps the original nn.Linear's parameters; store the NF4 base only")
+    with torch.no_grad():
+        layer(torch.randn(2, 128, device=device))  # what forward leaves behind counts too
+    # Everything the layer holds, not only its state_dict: a plain attribute (self._w = ...) or a
+    # non-persistent buffer takes memory just the same. LoRA's own A and B are not the base.
+    lora = [getattr(layer, name, None) for name in ("lora_A", "lora_B")]
+    held = held_tensors(layer, skip=lora)
+    what = "QLoRALinear(nn.Linear(128, 64)), after one forward pass,"
+    for path, kind, t, n_bytes in held:
+        if (t.is_floating_point() or t.is_complex()) and n_bytes // t.element_size() >= 128 * 64:
+            fail(
+                f"{what} holds `{path}` ({kind}, {tuple(t.shape)} {t.dtype}, {n_bytes} bytes): "
+                f"a float tensor with as many entries as the (64, 128) weight is a full-precision "
+                f"copy of the base, whether or not it is in the state_dict. Keep only the packed "
+                f"4-bit codes, their constants and the bias; dequantise inside forward and do not "
+                f"store the result"
+            )
+    n_bytes = sum(b for _, _, _, b in held)
+    limit = 128 * 64 * 4.6 / 8 + 64 * 4 + 16  # NF4 codes, their constants, the bias
+    if n_bytes > limit:
+        listing = [(path, kind, tuple(t.shape), str(t.dtype), b) for path, kind, t, b in held]
+        fail(
+            f"{what} holds {n_bytes} bytes besides lora_A and lora_B "
+            f"({n_bytes * 8 / (128 * 64):.2f} bits per weight; tensors {listing}); at about "
+            f"4.5 bits per weight the base should take at most {limit:.0f}: keep no float weight, "
+            f"in the state_dict or in a plain attribute"
+        )
 
 
 def test_swap_in_qlora_fine_tunes_a_small_model(impl, device):

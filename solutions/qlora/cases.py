@@ -108,6 +108,39 @@ def qlora_storage(m, weight):
     return {"trainable": trainable, "base_in_4_bits": n_bytes <= weight.numel() * 4.6 / 8 + 16}
 
 
+def qlora_floats_held(m, weight, x):
+    import torch
+
+    base = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        base.weight.copy_(weight)
+    layer = m.QLoRALinear(base, r=2, alpha=4.0, block_size=32, double_quant=False)
+    with torch.no_grad():
+        layer(x)  # a copy cached by forward counts too
+
+    def where(t):
+        return str(t.device), t.untyped_storage().data_ptr()
+
+    # Float tensors the layer holds outside its state_dict (plain attributes, non-persistent
+    # buffers, one level into lists, tuples and dicts), each storage once, LoRA's A and B aside.
+    state = [t for t in layer.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)]
+    seen = {where(t) for t in [*state, layer.lora_A, layer.lora_B]}
+    n_bytes, largest = 0, 0
+    for module in layer.modules():
+        for value in vars(module).values():
+            if isinstance(value, dict):
+                items = list(value.values())
+            else:
+                items = list(value) if isinstance(value, list | tuple) else [value]
+            for t in items:
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and where(t) not in seen:
+                    seen.add(where(t))
+                    n_bytes += t.untyped_storage().nbytes()
+                    largest = max(largest, t.untyped_storage().nbytes() // t.element_size())
+    small = largest < weight.numel() and n_bytes * 8 <= 4.6 * weight.numel()
+    return {"no_float_copy_outside_state_dict": small}
+
+
 def quantize_summary(m, w):
     packed, absmax = m.quantize_nf4(w, block_size=64)
     return {"packed": packed[::997], "absmax": absmax[::61]}
@@ -182,6 +215,11 @@ def qlora_double(seed):
 
 def storage_inputs(seed):
     return {"weight": torch.randn(48, 160, generator=torch.Generator().manual_seed(seed))}
+
+
+def held_inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"weight": torch.randn(40, 96, generator=g), "x": torch.randn(3, 96, generator=g)}
 
 
 def big_weight(seed):
@@ -274,6 +312,13 @@ CASES = [
         inputs=storage_inputs,
         points=1,
         seed=18,
+    ),
+    Case(
+        "QLoRALinear keeps no float copy of the base outside its state_dict",
+        call=qlora_floats_held,
+        inputs=held_inputs,
+        points=1,
+        seed=20,
     ),
     Case(
         "quantize a (1024, 1024) weight (speed)",

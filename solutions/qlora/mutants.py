@@ -108,6 +108,20 @@ def no_alpha_over_r(self, x):
 
 
 @mutant(
+    "QLoRALinear.forward",
+    "the dequantised weight is cached in a plain attribute after the first call: the layer "
+    "then holds a full float copy of the base, which QLoRA exists to avoid",
+)
+def caches_the_dequantized_weight(self, x):
+    w = getattr(self, "_weight", None)
+    if w is None or w.dtype != x.dtype:
+        self._weight = w = self.dequantized_weight(x.dtype)  # the mistake: kept after the call
+    bias = None if self.bias is None else self.bias.to(x.dtype)
+    lora = (x @ self.lora_A.T.to(x.dtype)) @ self.lora_B.T.to(x.dtype)
+    return F.linear(x, w, bias) + (self.alpha / self.r) * lora
+
+
+@mutant(
     "quantize_nf4",
     "a Python loop over the blocks (and weights): right answers, far too slowly",
     slow=True,
