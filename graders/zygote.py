@@ -36,7 +36,6 @@ from pathlib import Path
 from graders import sandbox
 
 FDS = 4  # the worker's command pipe, its reply pipe, its stdout and its stderr
-READY_SECONDS = 120.0
 
 _zygotes: dict[tuple, Zygote] = {}
 _registry_lock = threading.Lock()
