@@ -406,6 +406,27 @@ def test_killing_the_grader_fails(attack, separated: str) -> None:
 
 
 @BWRAP
+def test_as_root_workers_are_forked_from_one_zygote_each_as_its_own_uid(mode: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("without root there are no private uids: each worker has its own bubblewrap")
+
+    def identity(m):
+        import os
+
+        return {"uid": os.getuid(), "home": os.environ["HOME"], "cwd": os.getcwd()}
+
+    first = Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=True, limits=LIMITS)
+    second = Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=True, limits=LIMITS)
+    with first, second:
+        a, b = (w.call(Request.of("who", identity, {})) for w in (first, second))
+        plans = first._proc.plan, second._proc.plan
+    assert a.ok and b.ok, (a.error, b.error)
+    assert plans[0].zygote is not None and plans[0].zygote is plans[1].zygote
+    assert a.output["uid"] != b.output["uid"] and 0 not in (a.output["uid"], b.output["uid"])
+    assert a.output["home"] == a.output["cwd"] == plans[0].inner_dir != plans[1].inner_dir
+
+
+@BWRAP
 def test_a_neighbour_graded_at_the_same_time_is_out_of_reach(attack) -> None:
     victim = Worker({"attention": HOSTILE / "correct_numpy.py"}, sandboxed=True, limits=LIMITS)
     with victim:
