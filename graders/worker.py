@@ -462,8 +462,9 @@ class _Process:
             "target": request.target,
         }
         plain.dump(data, self.workdir, f"req-{n}")
-        for path in self.workdir.glob(f"req-{n}.*"):
-            path.chmod(0o644)  # readable by the worker's private uid, whatever the umask
+        for suffix in ("json", "npz"):  # readable by the worker's private uid, whatever the umask
+            with contextlib.suppress(FileNotFoundError):  # no arrays, no .npz
+                (self.workdir / f"req-{n}.{suffix}").chmod(0o644)
 
     def remove_files(self, n: int, *kinds: str) -> None:
         for kind in kinds:
