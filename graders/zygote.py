@@ -36,6 +36,7 @@ from pathlib import Path
 from graders import sandbox
 
 FDS = 4  # the worker's command pipe, its reply pipe, its stdout and its stderr
+ROOT_PREFIX = "ladder-zygote-"  # then the grader's pid: `ladder-zygote-PID-XXXXXXXX`
 
 _zygotes: dict[tuple, Zygote] = {}
 _registry_lock = threading.Lock()
@@ -65,7 +66,8 @@ class Zygote:
     """The grader's side: start the zygote, ask it to fork, learn how each fork ended."""
 
     def __init__(self, device: str, hide: tuple[Path, ...]) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="ladder-zygote-"))  # /sandbox inside
+        _sweep_abandoned_roots()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-"))  # /sandbox inside
         self.root.chmod(0o711)  # workers may enter their own folder, not list the others
         (self.root / "tmp").mkdir(mode=0o755)  # /tmp inside, where no learner may write
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -148,6 +150,25 @@ class Forked:
         while self.poll() is None and time.monotonic() < deadline:
             sandbox.sweep_uid(uid)  # a worker forked after the first sweep
             time.sleep(0.01)
+
+
+def _sweep_abandoned_roots() -> None:
+    """Remove the folders of zygotes whose grader is gone: a grader killed without running its
+    exit hooks (SIGKILL, SIGTERM) leaves its folder and its workers' behind."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{ROOT_PREFIX}*-*"):
+        pid = folder.name.removeprefix(ROOT_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
 
 
 def _start_kept(command: list[str], theirs: socket.socket) -> subprocess.Popen:

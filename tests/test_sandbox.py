@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graders import plain, sandbox
+from graders import plain, sandbox, zygote
 from graders.curriculum import kit_root
 from graders.plain import PlainDataError
 from graders.sandbox import Limits, WeakIsolationWarning
@@ -424,6 +426,23 @@ def test_as_root_workers_are_forked_from_one_zygote_each_as_its_own_uid(mode: st
     assert plans[0].zygote is not None and plans[0].zygote is plans[1].zygote
     assert a.output["uid"] != b.output["uid"] and 0 not in (a.output["uid"], b.output["uid"])
     assert a.output["home"] == a.output["cwd"] == plans[0].inner_dir != plans[1].inner_dir
+
+
+def test_folders_of_a_killed_graders_zygote_are_swept() -> None:
+    """A grader killed without its exit hooks leaves its zygote's folder; the next one sweeps it,
+    and no folder of a grader still running."""
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process has this pid
+    temp = Path(tempfile.gettempdir())
+    stale = temp / f"{zygote.ROOT_PREFIX}{gone}-test"
+    running = temp / f"{zygote.ROOT_PREFIX}{os.getpid()}-test"
+    (stale / "ladder-worker-x").mkdir(parents=True)
+    running.mkdir()
+    try:
+        zygote._sweep_abandoned_roots()
+        assert not stale.exists() and running.is_dir()
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        running.rmdir()
 
 
 @BWRAP
